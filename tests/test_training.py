@@ -1,0 +1,65 @@
+"Seeded determinism and the checkpoint round trip, on a small real subset."
+import pytest
+import torch
+
+import fashion_nb.data as data
+from fashion_nb.model import Network
+from fashion_nb.training import (CheckpointError, NonFiniteLossError, fit, load_checkpoint, save_checkpoint,
+                                 seed_everything)
+
+
+@pytest.fixture(scope='module')
+def small_train():
+    return data.load_split('train', download=False).head(1500)
+
+
+def train_once(split, seed):
+    seed_everything(seed)
+    model = Network()
+    history = fit(model, split, epochs=2, batch_size=100, lr=0.01, seed=seed, device='cpu', quiet=True)
+    return model, [{k: v for k, v in h.items() if k != 'seconds'} for h in history]
+
+
+def test_same_seed_same_history_and_weights(small_train):
+    (m1, h1), (m2, h2) = train_once(small_train, 7), train_once(small_train, 7)
+    assert h1 == h2
+    assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
+    _, other = train_once(small_train, 8)
+    assert other != h1
+
+
+def test_nan_loss_stops_with_epoch_and_batch(small_train):
+    seed_everything(0)
+    model = Network()
+    with torch.no_grad(): model.out.bias.fill_(float('nan'))
+    with pytest.raises(NonFiniteLossError, match='at epoch 1, batch 1;'):
+        fit(model, small_train, epochs=1, device='cpu', quiet=True)
+
+
+def test_checkpoint_round_trip(tmp_path, small_train):
+    model, history = train_once(small_train, 0)
+    path = save_checkpoint(tmp_path/'model.pt', model, hparams={'lr': 0.01, 'epochs': 2}, metrics={'history': history})
+    loaded, checkpoint = load_checkpoint(path)
+    x = torch.stack([small_train[i][0] for i in range(10)])
+    with torch.no_grad(): assert torch.equal(loaded(x), model.eval()(x))
+    assert checkpoint['class_names'] == list(data.CLASS_NAMES)
+    assert checkpoint['hparams'] == {'lr': 0.01, 'epochs': 2}
+    assert checkpoint['metrics']['history'] == history
+    assert set(checkpoint['versions']) >= {'python', 'torch', 'torchvision', 'fashion_nb'}
+
+
+def test_interrupted_save_keeps_the_old_checkpoint(tmp_path, monkeypatch):
+    path = save_checkpoint(tmp_path/'model.pt', Network(), metrics={'run': 'first'})
+    def crash(obj, f): open(f, 'wb').write(b'half'); raise OSError('disk full')
+    monkeypatch.setattr(torch, 'save', crash)
+    with pytest.raises(OSError, match='disk full'):
+        save_checkpoint(path, Network(), metrics={'run': 'second'})
+    monkeypatch.undo()
+    assert load_checkpoint(path)[1]['metrics'] == {'run': 'first'}
+    assert [p.name for p in tmp_path.iterdir()] == ['model.pt']
+
+
+def test_unreadable_checkpoint(tmp_path):
+    (tmp_path/'bad.pt').write_bytes(b'\x80\x04not a checkpoint')
+    with pytest.raises(CheckpointError, match='not a fashion_nb checkpoint'):
+        load_checkpoint(tmp_path/'bad.pt')
