@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Everything `make demo` and `make test` need, from a fresh clone: a virtual environment holding
+# the package and its tools, then the Fashion-MNIST files. Each step is skipped once it is done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=.venv
+STAMP="$VENV/.installed-$(sha1sum pyproject.toml | cut -c1-12)"
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "setup: creating $VENV with $($PYTHON --version 2>&1)"
+  if ! "$PYTHON" -m venv "$VENV" 2>/dev/null; then
+    rm -rf "$VENV"
+    if command -v apt-get >/dev/null; then
+      echo "setup: installing python3-venv with apt-get"
+      as_root apt-get update -qq && as_root apt-get install -y -qq python3-venv
+      "$PYTHON" -m venv "$VENV"
+    else
+      echo "setup: '$PYTHON -m venv' failed; install Python 3.10 or newer with its venv module, or set PYTHON=..." >&2
+      exit 1
+    fi
+  fi
+fi
+
+if [ ! -f "$STAMP" ]; then
+  echo "setup: installing fashion_nb and its tools into $VENV (torch is large: a few minutes the first time)"
+  "$VENV/bin/python" -m pip install --quiet --upgrade pip
+  "$VENV/bin/python" -m pip install --quiet -e '.[dev]'
+  rm -f "$VENV"/.installed-*
+  touch "$STAMP"
+fi
+
+# The package's own search decides whether the data is here (same order as at run time).
+has_data() { "$VENV/bin/python" -c 'from fashion_nb.data import find_data; find_data(download=False)' 2>/dev/null; }
+if ! has_data; then
+  if command -v apt-get >/dev/null; then
+    echo "setup: installing Debian's dataset-fashion-mnist package (31 MB) with apt-get"
+    as_root apt-get update -qq && as_root apt-get install -y -qq dataset-fashion-mnist
+  else
+    echo "setup: downloading Fashion-MNIST with torchvision into data/"
+    "$VENV/bin/python" -c 'from fashion_nb.data import find_data; find_data(download=True)'
+  fi
+fi
+"$VENV/bin/python" -c 'from fashion_nb.data import find_data; files = find_data(download=False); print("setup: data in", sorted({str(p.parent) for p in files.values()})[0])'
