@@ -16,7 +16,7 @@ if [ ! -x "$VENV/bin/python" ]; then
     rm -rf "$VENV"
     if command -v apt-get >/dev/null; then
       echo "setup: installing python3-venv with apt-get"
-      as_root apt-get update -qq && as_root apt-get install -y -qq python3-venv
+      as_root apt-get update -qq && as_root apt-get install -y -qq python3-venv >/dev/null
       "$PYTHON" -m venv "$VENV"
     else
       echo "setup: '$PYTHON -m venv' failed; install Python 3.10 or newer with its venv module, or set PYTHON=..." >&2
@@ -38,7 +38,7 @@ has_data() { "$VENV/bin/python" -c 'from fashion_nb.data import find_data; find_
 if ! has_data; then
   if command -v apt-get >/dev/null; then
     echo "setup: installing Debian's dataset-fashion-mnist package (31 MB) with apt-get"
-    as_root apt-get update -qq && as_root apt-get install -y -qq dataset-fashion-mnist
+    as_root apt-get update -qq && as_root apt-get install -y -qq dataset-fashion-mnist >/dev/null
   else
     echo "setup: downloading Fashion-MNIST with torchvision into data/"
     "$VENV/bin/python" -c 'from fashion_nb.data import find_data; find_data(download=True)'
