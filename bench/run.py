@@ -1,0 +1,95 @@
+"""Benchmark: the tutorial's loop against fashion_nb's path, in one run on one machine, over several seeds.
+
+    python bench/run.py [--seeds 0 1 2] [--out bench/results/latest.json]
+
+Each (path, seed) runs in a fresh process; the two paths alternate so that a slow spell of the
+machine falls on both. Prints a table of medians and spreads and the ratios, and writes it all as JSON.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from fashion_nb.run import write_json
+from fashion_nb.training import library_versions
+
+HERE = Path(__file__).resolve().parent
+PATHS = ('tutorial', 'fashion_nb')
+
+
+def measure(path: str, seed: int) -> dict:
+    out = subprocess.run([sys.executable, str(HERE/'train_predict.py'), '--path', path, '--seed', str(seed)],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"bench: the {path} run with seed {seed} failed:\n{out.stderr.strip().splitlines()[-1]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def spread(values) -> dict:
+    return {'median': statistics.median(values), 'min': min(values), 'max': max(values)}
+
+
+def summarise(runs: list[dict]) -> dict:
+    "Median and range of each measure, per path, and the ratios tutorial / fashion_nb of the medians."
+    per_path = {}
+    for path in PATHS:
+        mine = [r for r in runs if r['path'] == path]
+        per_path[path] = {
+            'seconds_per_epoch': spread([statistics.mean(r['epoch_seconds']) for r in mine]),
+            'predict_70000_seconds': spread([r['predict_seconds'] for r in mine]),
+            'max_rss_mb': spread([r['max_rss_mb'] for r in mine]),
+            'final_epoch_accuracy': spread([r['final_epoch_accuracy'] for r in mine]),
+            'train_accuracy': spread([r['train_accuracy'] for r in mine]),
+            'test_accuracy': spread([r['test_accuracy'] for r in mine]),
+        }
+    t, f = per_path['tutorial'], per_path['fashion_nb']
+    ratios = {
+        'training_speedup': t['seconds_per_epoch']['median'] / f['seconds_per_epoch']['median'],
+        'prediction_speedup': t['predict_70000_seconds']['median'] / f['predict_70000_seconds']['median'],
+        'peak_memory_ratio': f['max_rss_mb']['median'] / t['max_rss_mb']['median'],
+        'test_accuracy_difference_points': 100 * (f['test_accuracy']['median'] - t['test_accuracy']['median']),
+    }
+    return {'per_path': per_path, 'ratios': ratios}
+
+
+def report(summary: dict) -> str:
+    rows = [('seconds per epoch', 'seconds_per_epoch', '{:.2f}'), ('predict 70,000 images (s)', 'predict_70000_seconds', '{:.2f}'),
+            ('peak memory (MB RSS)', 'max_rss_mb', '{:.0f}'), ('final-epoch train accuracy', 'final_epoch_accuracy', '{:.4f}'),
+            ('train accuracy after training', 'train_accuracy', '{:.4f}'), ('test accuracy', 'test_accuracy', '{:.4f}')]
+    lines = [f"{'median [min-max]':<30} {'tutorial loop':>26} {'fashion_nb':>26}"]
+    for label, key, fmt in rows:
+        cells = []
+        for path in PATHS:
+            s = summary['per_path'][path][key]
+            cells.append(f"{fmt.format(s['median'])} [{fmt.format(s['min'])}-{fmt.format(s['max'])}]")
+        lines.append(f"{label:<30} {cells[0]:>26} {cells[1]:>26}")
+    r = summary['ratios']
+    lines += ['', f"training {r['training_speedup']:.2f}x faster, prediction {r['prediction_speedup']:.2f}x faster, "
+                  f"peak memory {r['peak_memory_ratio']:.2f}x the tutorial's, "
+                  f"median test accuracy {r['test_accuracy_difference_points']:+.2f} points"]
+    return '\n'.join(lines)
+
+
+if __name__ == '__main__':
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
+    parser.add_argument('--out', default=str(HERE/'results'/'latest.json'))
+    args = parser.parse_args()
+    runs = []
+    for i, seed in enumerate(args.seeds):
+        for path in (PATHS if i % 2 == 0 else PATHS[::-1]):
+            print(f"bench: {path}, seed {seed} ...", file=sys.stderr, flush=True)
+            runs.append(measure(path, seed))
+    summary = summarise(runs)
+    print(report(summary))
+    machine = {'platform': platform.platform(), 'processor': platform.processor() or platform.machine(),
+               'cpus': os.cpu_count(), 'threads': runs[0]['threads']}
+    write_json(args.out, {'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+                          'settings': {'epochs': 5, 'batch_size': 100, 'lr': 0.01, 'train_images': 60000, 'seeds': args.seeds},
+                          'machine': machine, 'versions': library_versions(), **summary, 'runs': runs})
+    print(f"bench: results in {args.out}", file=sys.stderr)

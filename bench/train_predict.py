@@ -1,0 +1,88 @@
+"""One measured run of one path, in a process of its own so that its peak memory is its own.
+
+    python bench/train_predict.py --path tutorial --seed 0     # the tutorial's loop, as it wrote it
+    python bench/train_predict.py --path fashion_nb --seed 0   # fashion_nb's training and prediction
+
+Prints one line of JSON: seconds per epoch, seconds to predict all 70,000 images, accuracies, peak RSS.
+"""
+import argparse
+import json
+import resource
+import time
+
+import torch
+import torch.nn.functional as F
+import torch.optim as optim
+
+from fashion_nb.model import Network
+
+EPOCHS, BATCH_SIZE, LR = 5, 100, 0.01  # the tutorial's settings
+
+
+def tutorial(seed: int) -> dict:
+    "The tutorial's code path: torchvision's dataset with ToTensor, a DataLoader, `.item()` every batch."
+    from fashion_nb.data import torchvision_dataset  # the same checked files; torchvision reads them itself
+    train_set, test_set = torchvision_dataset('train', download=False), torchvision_dataset('test', download=False)
+    torch.manual_seed(seed)
+    network = Network()
+    train_loader = torch.utils.data.DataLoader(train_set, batch_size=BATCH_SIZE, shuffle=True)
+    optimizer = optim.Adam(network.parameters(), lr=LR)
+    epoch_seconds = []
+    for epoch in range(EPOCHS):
+        start = time.perf_counter()
+        total_loss = 0
+        total_correct = 0
+        for images, labels in train_loader:
+            preds = network(images)
+            loss = F.cross_entropy(preds, labels)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total_loss += loss.item()
+            total_correct += preds.argmax(dim=1).eq(labels).sum().item()
+        epoch_seconds.append(time.perf_counter() - start)
+
+    def get_all_preds(model, loader):
+        all_preds = torch.tensor([])
+        for images, labels in loader:
+            preds = model(images)
+            all_preds = torch.cat((all_preds, preds), dim=0)
+        return all_preds
+
+    start = time.perf_counter()
+    with torch.no_grad():
+        train_preds = get_all_preds(network, torch.utils.data.DataLoader(train_set, batch_size=10000))
+        test_preds = get_all_preds(network, torch.utils.data.DataLoader(test_set, batch_size=10000))
+    predict_seconds = time.perf_counter() - start
+    return dict(epoch_seconds=epoch_seconds, predict_seconds=predict_seconds,
+                final_epoch_accuracy=total_correct / len(train_set),
+                train_accuracy=train_preds.argmax(1).eq(train_set.targets).float().mean().item(),
+                test_accuracy=test_preds.argmax(1).eq(test_set.targets).float().mean().item())
+
+
+def fashion_nb(seed: int) -> dict:
+    "fashion_nb's path: the in-memory split, `fit`, and `get_all_preds` under inference mode."
+    from fashion_nb.data import load_split
+    from fashion_nb.inference import accuracy, get_all_preds
+    from fashion_nb.training import fit, seed_everything
+    train, test = load_split('train', download=False), load_split('test', download=False)
+    seed_everything(seed)
+    model = Network()
+    history = fit(model, train, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, seed=seed, device='cpu', quiet=True)
+    start = time.perf_counter()
+    train_logits, test_logits = get_all_preds(model, train), get_all_preds(model, test)
+    predict_seconds = time.perf_counter() - start
+    return dict(epoch_seconds=[h['seconds'] for h in history], predict_seconds=predict_seconds,
+                final_epoch_accuracy=history[-1]['accuracy'],
+                train_accuracy=accuracy(train_logits, train.labels), test_accuracy=accuracy(test_logits, test.labels))
+
+
+if __name__ == '__main__':
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--path', choices=('tutorial', 'fashion_nb'), required=True)
+    parser.add_argument('--seed', type=int, default=0)
+    args = parser.parse_args()
+    result = (tutorial if args.path == 'tutorial' else fashion_nb)(args.seed)
+    result.update(path=args.path, seed=args.seed, threads=torch.get_num_threads(),
+                  max_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # Linux reports KiB
+    print(json.dumps(result))
