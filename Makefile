@@ -3,12 +3,13 @@ SHELL := /bin/bash
 BIN := .venv/bin
 DEMO_OUT := runs/demo
 
-.PHONY: help setup demo test test-slow lab export bench
+.PHONY: help setup demo test test-slow lab export bench docs
 
 help:
 	@echo "make demo   - train at the tutorial's settings on the real data (papermill) into $(DEMO_OUT)/"
 	@echo "make test   - nbdev-test over every notebook, then pytest"
 	@echo "make lab    - open the notebooks in JupyterLab"
+	@echo "make docs   - the docs site with Quarto (nbdev-docs), else an HTML preview in _docs_preview/"
 	@echo "make bench  - time the tutorial's loop against fashion_nb's (3 seeds, ~10 minutes on 2 cores)"
 	@echo "make export - notebooks -> fashion_nb/ and clean notebook metadata (nbdev-export, nbdev-clean)"
 
@@ -34,3 +35,12 @@ export: setup
 
 bench: setup
 	$(BIN)/python bench/run.py
+
+# With Quarto: nbdev's site in _docs/, checked in Chromium. Without: nbdev-proc-nbs, then plain HTML pages.
+docs: setup
+	@if command -v quarto >/dev/null; then \
+	  $(BIN)/nbdev-docs && $(BIN)/python scripts/preview_docs.py check _docs; \
+	else \
+	  echo "docs: Quarto is not installed; building the HTML preview instead (https://quarto.org to build the site)"; \
+	  $(BIN)/nbdev-proc-nbs >/dev/null && $(BIN)/python scripts/preview_docs.py render _proc _docs_preview; \
+	fi
