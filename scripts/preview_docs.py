@@ -3,7 +3,7 @@
     python scripts/preview_docs.py render _proc _docs_preview   # after nbdev-proc-nbs
     python scripts/preview_docs.py check _docs_preview          # or _docs, after nbdev-docs with Quarto
 
-`check` opens every page in Chromium and fails, naming the page, unless it has its title, an entry
+`check` opens every page in Chromium and fails, naming the page, unless it has its title and description, an entry
 for each name its module exports, every figure its notebook shows, and no error output.
 """
 import argparse
@@ -34,6 +34,7 @@ def expected_pages(nbs: Path = ROOT/'nbs') -> dict:
     for notebook in sorted(nbs.glob('[!_]*.ipynb')):
         nb = nbformat.read(notebook, as_version=4)
         title = re.search(r'^# (.+)$', nb.cells[0].source, re.M).group(1).strip()
+        description = re.search(r'^> (.+)$', nb.cells[0].source, re.M).group(1).strip()
         module = next((m.group(1) for c in nb.cells if (m := re.search(r'^#\| default_exp (\S+)', c.source, re.M))), None)
         names, constants = [], []
         if module:
@@ -45,7 +46,8 @@ def expected_pages(nbs: Path = ROOT/'nbs') -> dict:
             constants = [n for n in exported if n not in defined]  # constants are documented by their cell
         figures = sum('image/png' in o.get('data', {}) for c in nb.cells if c.cell_type == 'code'
                       and not re.search(r'^#\| *hide', c.source, re.M) for o in c.outputs)
-        pages[page_name(notebook)] = {'notebook': notebook.name, 'title': title, 'names': names, 'constants': constants,
+        pages[page_name(notebook)] = {'notebook': notebook.name, 'title': title, 'description': description,
+                                      'names': names, 'constants': constants,
                                       'figures': figures}
     return pages
 
@@ -101,6 +103,7 @@ def problems(dom: str, expected: dict) -> list[str]:
     found = []
     text = re.sub(r'<[^>]+>', ' ', dom)
     if expected['title'] not in html.unescape(text): found.append(f"no title {expected['title']!r}")
+    if expected['description'] not in ' '.join(html.unescape(text).split()): found.append('no description')
     headings = {html.unescape(re.sub(r'<[^>]+>', '', h)).strip(' ¶\n') for h in re.findall(r'<h3[^>]*>(.*?)</h3>', dom, re.S)}
     inline_code = {html.unescape(re.sub(r'<[^>]+>', '', c)).strip() for c in re.findall(r'<code[^>]*>(.*?)</code>', dom, re.S)}
     missing = [n for n in expected['names'] if n not in headings]

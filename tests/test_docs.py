@@ -43,12 +43,13 @@ def test_every_exported_name_is_expected_on_a_page():
 
 
 def test_the_check_fails_a_broken_page():
-    want = {'title': 'Data', 'names': ['load_split'], 'constants': ['CLASS_NAMES'], 'figures': 2}
-    dom = "<h1>Data</h1><h3>load_split¶</h3><p><code>CLASS_NAMES</code></p><img src=x><img src=y>"
+    want = {'title': 'Data', 'description': 'Where the data is.', 'names': ['load_split'], 'constants': ['CLASS_NAMES'],
+            'figures': 2}
+    dom = "<h1>Data</h1><p>Where the data is.</p><h3>load_split¶</h3><p><code>CLASS_NAMES</code></p><img src=x><img src=y>"
     assert preview_docs.problems(dom, want) == []
     broken = "<h1>Dat</h1><img src=x><pre>Traceback (most recent call last):</pre>"
     found = preview_docs.problems(broken, want)
-    assert len(found) == 4, found  # title, API entries, a figure short, an error
+    assert len(found) == 5, found  # title, description, API entries, a figure short, an error
 
 
 @pytest.fixture(scope='module')
