@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 VENV=.venv
-STAMP="$VENV/.installed-$(sha1sum pyproject.toml | cut -c1-12)"
+STAMP="$VENV/.installed-$(cksum < pyproject.toml | cut -d" " -f1)"  # cksum: POSIX, on Linux and macOS alike
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
