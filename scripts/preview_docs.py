@@ -25,7 +25,8 @@ CHROMIUM_FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic
 
 def page_name(notebook: Path) -> str:
     "The page a notebook becomes, as nbdev names it: the numeric prefix dropped."
-    return re.sub(r'^\d+[a-zA-Z0-9]*_', '', notebook.stem.lower()) + '.html'
+    from nbdev.config import nbpath2html
+    return nbpath2html(notebook).name
 
 
 def expected_pages(nbs: Path = ROOT/'nbs') -> dict:

@@ -1,4 +1,5 @@
 import gzip
+import shutil
 from pathlib import Path
 
 import pytest
@@ -40,3 +41,12 @@ def write_split_files(folder: Path, images: torch.Tensor, labels: torch.Tensor, 
         path.write_bytes(gzip.compress(raw) if gz else raw)
         paths.append(path)
     return paths
+
+
+def copy_checkout(dest: Path) -> Path:
+    "Copy what nbdev's commands read (configuration, notebooks, package, benchmark results) into `dest`."
+    root = data.project_root()
+    for name in ('pyproject.toml', 'README.md'): shutil.copy(root/name, dest/name)
+    for folder in ('nbs', 'fashion_nb', 'bench'):
+        shutil.copytree(root/folder, dest/folder, ignore=shutil.ignore_patterns('__pycache__', '.ipynb_checkpoints'))
+    return dest

@@ -2,7 +2,6 @@
 import importlib
 import importlib.util
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from conftest import copy_checkout
 from fashion_nb.data import project_root
 
 ROOT = project_root()
@@ -55,10 +55,7 @@ def test_the_check_fails_a_broken_page():
 @pytest.fixture(scope='module')
 def processed(tmp_path_factory):
     "nbdev-proc-nbs run on a copy of the checkout (it works without Quarto, saying Quarto is missing)."
-    copy = tmp_path_factory.mktemp('checkout')
-    for name in ('pyproject.toml', 'README.md'): shutil.copy(ROOT/name, copy/name)
-    for folder in ('nbs', 'fashion_nb', 'bench'):
-        shutil.copytree(ROOT/folder, copy/folder, ignore=shutil.ignore_patterns('__pycache__', '.ipynb_checkpoints'))
+    copy = copy_checkout(tmp_path_factory.mktemp('checkout'))
     result = subprocess.run([BIN/'nbdev-proc-nbs'], cwd=copy, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     return copy/'_proc'

@@ -1,22 +1,15 @@
 "The notebooks are the source: exporting and cleaning a copy of the checkout must change nothing."
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import nbformat
 
+from conftest import copy_checkout
 from fashion_nb.data import project_root
 
 ROOT = project_root()
 BIN = Path(sys.executable).parent
-
-
-def copy_of_checkout(tmp_path):
-    for name in ('pyproject.toml', 'README.md'): shutil.copy(ROOT/name, tmp_path/name)
-    for folder in ('nbs', 'fashion_nb'):
-        shutil.copytree(ROOT/folder, tmp_path/folder, ignore=shutil.ignore_patterns('__pycache__', '.ipynb_checkpoints'))
-    return tmp_path
 
 
 def changed_files(a: Path, b: Path, pattern: str):
@@ -24,14 +17,14 @@ def changed_files(a: Path, b: Path, pattern: str):
 
 
 def test_export_changes_nothing(tmp_path):
-    copy = copy_of_checkout(tmp_path)
+    copy = copy_checkout(tmp_path)
     subprocess.run([BIN/'nbdev-export'], cwd=copy, check=True, capture_output=True)
     assert changed_files(ROOT, copy, 'fashion_nb/*.py') == []
     assert sorted(p.name for p in (copy/'fashion_nb').glob('*.py')) == sorted(p.name for p in (ROOT/'fashion_nb').glob('*.py'))
 
 
 def test_clean_changes_nothing_and_keeps_the_parameters_tag(tmp_path):
-    copy = copy_of_checkout(tmp_path)
+    copy = copy_checkout(tmp_path)
     subprocess.run([BIN/'nbdev-clean'], cwd=copy, check=True, capture_output=True)
     assert changed_files(ROOT, copy, 'nbs/*.ipynb') == []
     cleaned = nbformat.read(copy/'nbs'/'90_end_to_end.ipynb', as_version=4)
@@ -41,7 +34,7 @@ def test_clean_changes_nothing_and_keeps_the_parameters_tag(tmp_path):
 
 def test_clean_would_strip_the_tag_without_the_setting(tmp_path):
     "The check above can fail: without `allowed_cell_metadata_keys`, nbdev-clean drops the tag."
-    copy = copy_of_checkout(tmp_path)
+    copy = copy_checkout(tmp_path)
     toml = copy/'pyproject.toml'
     toml.write_text(toml.read_text().replace('allowed_cell_metadata_keys = ["tags"]', ''))
     subprocess.run([BIN/'nbdev-clean', '--fname', 'nbs/90_end_to_end.ipynb'], cwd=copy, check=True, capture_output=True)
