@@ -12,7 +12,6 @@ import importlib
 import io
 import itertools
 import json
-import math
 import os
 import re
 import sys

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import CLASS_NAMES, FashionSplit, show_images
+from .data import CLASS_NAMES, FashionSplit
 from .training import pick_device
 
 # %% auto #0

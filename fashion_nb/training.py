@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn, optim
 from tqdm import tqdm
 
-from .data import CLASS_NAMES, FashionNBError, FashionSplit, atomic_path, load_split
+from .data import CLASS_NAMES, FashionNBError, FashionSplit, atomic_path
 from .model import Network
 
 # %% auto #0
