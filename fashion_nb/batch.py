@@ -21,7 +21,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from .data import FashionNBError, atomic_path
-from .run import ParamError, check_names, notebook_parameters, parse_value, run_end_to_end, save_figure
+from .run import ParamError, check_names, parse_value, run_end_to_end, save_figure
 
 # %% auto #0
 __all__ = ['SUMMARY_COLUMNS', 'parse_grid', 'expand_grid', 'check_grid', 'run_name', 'finished', 'run_one', 'skipped',
@@ -55,8 +55,7 @@ _ACCEPTS = {'int': (int,), 'float': (int, float), 'str': (str,), 'bool': (bool,)
 
 def check_grid(grid: dict[str, list], notebook: Path | str | None = None):
     "Refuse names the notebook does not declare and values whose type does not match the declaration."
-    check_names(grid, notebook)
-    declared = notebook_parameters(notebook)
+    declared = check_names(grid, notebook)  # reads the notebook's declarations once
     for name, values in grid.items():
         kind = declared[name]['inferred_type_name']
         accepted = _ACCEPTS.get(kind)

@@ -93,14 +93,15 @@ def notebook_parameters(notebook: Path | str | None = None) -> dict:
     import papermill
     notebook = Path(notebook or project_root()/END_TO_END)
     if not notebook.is_file(): raise RunError(f"{notebook}: no such notebook; run this from a fashion_nb checkout")
-    return {name: info for name, info in papermill.inspect_notebook(str(notebook)).items()}
+    return dict(papermill.inspect_notebook(str(notebook)))
 
-def check_names(parameters: dict, notebook: Path | str | None = None):
-    "Refuse parameter names that the notebook does not declare."
+def check_names(parameters: dict, notebook: Path | str | None = None) -> dict:
+    "Refuse parameter names that the notebook does not declare; return the declarations, as `notebook_parameters`."
     known = notebook_parameters(notebook)
     unknown = sorted(set(parameters) - set(known))
     if unknown: raise ParamError(f"unknown parameter{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
                                  f"the notebook takes: {', '.join(known)}")
+    return known
 
 # %% ../nbs/05_run.ipynb #1e34ae5d
 def _kernel_config():
