@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fashion_nb.run import write_json
+from fashion_nb.core import write_json
 from fashion_nb.training import library_versions
 
 HERE = Path(__file__).resolve().parent

@@ -21,7 +21,7 @@ EPOCHS, BATCH_SIZE, LR = 5, 100, 0.01  # the tutorial's settings
 
 def tutorial(seed: int) -> dict:
     "The tutorial's code path: torchvision's dataset with ToTensor, a DataLoader, `.item()` every batch."
-    from fashion_nb.data import torchvision_dataset  # the same checked files; torchvision reads them itself
+    from fashion_nb.datafiles import torchvision_dataset  # the same checked files; torchvision reads them itself
     train_set, test_set = torchvision_dataset('train', download=False), torchvision_dataset('test', download=False)
     torch.manual_seed(seed)
     network = Network()

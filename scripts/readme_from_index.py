@@ -8,7 +8,7 @@ from pathlib import Path
 
 import nbformat
 
-from fashion_nb.data import atomic_path
+from fashion_nb.core import atomic_path
 
 root = Path(__file__).resolve().parent.parent
 index = nbformat.read(root/'nbs'/'index.ipynb', as_version=4)

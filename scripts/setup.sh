@@ -34,14 +34,14 @@ if [ ! -f "$STAMP" ]; then
 fi
 
 # The package's own search decides whether the data is here (same order as at run time).
-has_data() { "$VENV/bin/python" -c 'from fashion_nb.data import find_data; find_data(download=False)' 2>/dev/null; }
+has_data() { "$VENV/bin/python" -c 'from fashion_nb.datafiles import find_data; find_data(download=False)' 2>/dev/null; }
 if ! has_data; then
   if command -v apt-get >/dev/null; then
     echo "setup: installing Debian's dataset-fashion-mnist package (31 MB) with apt-get"
     as_root apt-get update -qq && as_root apt-get install -y -qq dataset-fashion-mnist >/dev/null
   else
     echo "setup: downloading Fashion-MNIST with torchvision into data/"
-    "$VENV/bin/python" -c 'from fashion_nb.data import find_data; find_data(download=True)'
+    "$VENV/bin/python" -c 'from fashion_nb.datafiles import find_data; find_data(download=True)'
   fi
 fi
-"$VENV/bin/python" -c 'from fashion_nb.data import find_data; files = find_data(download=False); print("setup: data in", sorted({str(p.parent) for p in files.values()})[0])'
+"$VENV/bin/python" -c 'from fashion_nb.datafiles import find_data; files = find_data(download=False); print("setup: data in", sorted({str(p.parent) for p in files.values()})[0])'

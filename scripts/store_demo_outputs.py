@@ -12,7 +12,7 @@ from pathlib import Path
 import nbformat
 from nbconvert.preprocessors import CoalesceStreamsPreprocessor
 
-from fashion_nb.data import atomic_path
+from fashion_nb.core import atomic_path
 
 root = Path(__file__).resolve().parent.parent
 source_path = root/'nbs'/'90_end_to_end.ipynb'

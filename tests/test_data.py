@@ -5,15 +5,16 @@ import hashlib
 import pytest
 import torch
 
-import fashion_nb.data as data
+import fashion_nb.datafiles as datafiles
+from fashion_nb.data import load_split
 from conftest import idx_bytes, write_split_files
 
 
 def tiny_specs(images, labels):
     "SPLITS for a tiny data set: the shapes and checksums of `images` and `labels`, used for both splits."
-    def spec(name, arr): return data.IdxSpec(name, tuple(arr.shape), hashlib.md5(idx_bytes(arr)).hexdigest())
-    return {split: (spec(data.SPLITS[split][0].name, images), spec(data.SPLITS[split][1].name, labels))
-            for split in data.SPLITS}
+    def spec(name, arr): return datafiles.IdxSpec(name, tuple(arr.shape), hashlib.md5(idx_bytes(arr)).hexdigest())
+    return {split: (spec(datafiles.SPLITS[split][0].name, images), spec(datafiles.SPLITS[split][1].name, labels))
+            for split in datafiles.SPLITS}
 
 
 @pytest.fixture
@@ -22,15 +23,15 @@ def tiny(isolated, monkeypatch):
     images = torch.randint(0, 256, (6, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     labels = torch.tensor([9, 0, 0, 3, 0, 2], dtype=torch.uint8)
     folder = isolated/'given'
-    for split in data.SPLITS: write_split_files(folder, images, labels, split)
-    monkeypatch.setattr(data, 'SPLITS', tiny_specs(images, labels))
-    monkeypatch.setattr(data, 'ALL_FILES', tuple(s for pair in data.SPLITS.values() for s in pair))
+    for split in datafiles.SPLITS: write_split_files(folder, images, labels, split)
+    monkeypatch.setattr(datafiles, 'SPLITS', tiny_specs(images, labels))
+    monkeypatch.setattr(datafiles, 'ALL_FILES', tuple(s for pair in datafiles.SPLITS.values() for s in pair))
     return folder, images, labels
 
 
 def test_missing_everywhere_is_one_clear_line(isolated):
-    with pytest.raises(data.DataNotFoundError) as info:
-        data.load_split('train', data_dir=isolated/'nowhere', download=False)
+    with pytest.raises(datafiles.DataNotFoundError) as info:
+        load_split('train', data_dir=isolated/'nowhere', download=False)
     message = str(info.value)
     assert '\n' not in message
     for place in ('nowhere', 'project data folder', 'system package', 'torchvision download'):
@@ -41,52 +42,52 @@ def test_missing_everywhere_is_one_clear_line(isolated):
 
 
 def test_download_failure_is_reported(isolated, monkeypatch):
-    monkeypatch.setattr(data, '_download', lambda root: 'URLError: <urlopen error [Errno 101] Network is unreachable>')
-    with pytest.raises(data.DataNotFoundError, match='torchvision download \\(URLError'):
-        data.find_data()
+    monkeypatch.setattr(datafiles, '_download', lambda root: 'URLError: <urlopen error [Errno 101] Network is unreachable>')
+    with pytest.raises(datafiles.DataNotFoundError, match='torchvision download \\(URLError'):
+        datafiles.find_data()
 
 
 def test_loads_a_valid_folder_given_explicitly(tiny):
     folder, images, labels = tiny
-    split = data.load_split('test', data_dir=folder, download=False)
+    split = load_split('test', data_dir=folder, download=False)
     assert torch.equal(split.images, images) and split.labels.tolist() == labels.tolist()
     assert split[0][0].shape == (1, 28, 28)
 
 
 def test_environment_variable_is_searched_first(tiny, monkeypatch):
     folder, images, _ = tiny
-    monkeypatch.setenv(data.ENV_VAR, str(folder))
-    assert torch.equal(data.load_split('train', download=False).images, images)
+    monkeypatch.setenv(datafiles.ENV_VAR, str(folder))
+    assert torch.equal(load_split('train', download=False).images, images)
 
 
 def test_search_order(tiny):
     "The project's folder wins over the system package's; a given folder wins over both."
     folder, images, labels = tiny
-    system, project = data.SYSTEM_DATA_DIR, data.project_data_dir()
-    for split in data.SPLITS:
+    system, project = datafiles.SYSTEM_DATA_DIR, datafiles.project_data_dir()
+    for split in datafiles.SPLITS:
         write_split_files(system, images, labels, split)
         write_split_files(project, images, labels, split, gz=False)
-    assert data.find_data(download=False)['train-images-idx3-ubyte'] == project/'train-images-idx3-ubyte'
-    assert data.find_data(folder, download=False)['train-images-idx3-ubyte'] == folder/'train-images-idx3-ubyte.gz'
+    assert datafiles.find_data(download=False)['train-images-idx3-ubyte'] == project/'train-images-idx3-ubyte'
+    assert datafiles.find_data(folder, download=False)['train-images-idx3-ubyte'] == folder/'train-images-idx3-ubyte.gz'
 
 
 def test_wrong_magic_names_the_file(tiny):
     folder, images, _ = tiny
     bad = folder/'train-images-idx3-ubyte.gz'
     bad.write_bytes(gzip.compress(b'\x00\x00\x09\x03' + idx_bytes(images)[4:]))
-    with pytest.raises(data.DataIntegrityError, match='train-images-idx3-ubyte.gz: wrong magic number'):
-        data.load_split('train', folder, download=False)
+    with pytest.raises(datafiles.DataIntegrityError, match='train-images-idx3-ubyte.gz: wrong magic number'):
+        load_split('train', folder, download=False)
 
 
 def test_truncated_gzip_and_truncated_idx(tiny):
     folder, images, _ = tiny
     target = folder/'train-images-idx3-ubyte.gz'
     target.write_bytes(gzip.compress(idx_bytes(images))[:-20])
-    with pytest.raises(data.DataIntegrityError, match='cannot be read'):
-        data.load_split('train', folder, download=False)
+    with pytest.raises(datafiles.DataIntegrityError, match='cannot be read'):
+        load_split('train', folder, download=False)
     target.write_bytes(gzip.compress(idx_bytes(images)[:-100]))
-    with pytest.raises(data.DataIntegrityError, match='truncated'):
-        data.load_split('train', folder, download=False)
+    with pytest.raises(datafiles.DataIntegrityError, match='truncated'):
+        load_split('train', folder, download=False)
 
 
 def test_image_and_label_counts_must_match(isolated, monkeypatch):
@@ -94,44 +95,44 @@ def test_image_and_label_counts_must_match(isolated, monkeypatch):
     labels = torch.zeros(4, dtype=torch.uint8)
     write_split_files(isolated/'given', images, labels, 'test')
     write_split_files(isolated/'given', images, labels, 'train')
-    monkeypatch.setattr(data, 'SPLITS', tiny_specs(images, labels))
-    with pytest.raises(data.DataIntegrityError, match='5 images but 4 labels'):
-        data.load_split('test', isolated/'given', download=False)
+    monkeypatch.setattr(datafiles, 'SPLITS', tiny_specs(images, labels))
+    with pytest.raises(datafiles.DataIntegrityError, match='5 images but 4 labels'):
+        load_split('test', isolated/'given', download=False)
 
 
 def test_counts_must_be_the_data_sets(isolated):
     "With the real specs, a file of the right kind but the wrong number of images is refused."
     images, labels = torch.zeros(7, 28, 28, dtype=torch.uint8), torch.zeros(7, dtype=torch.uint8)
-    for split in data.SPLITS: write_split_files(isolated/'given', images, labels, split)
-    with pytest.raises(data.DataIntegrityError, match=r'holds shape \(7, 28, 28\), expected \(10000, 28, 28\)'):
-        data.load_split('test', isolated/'given', download=False)
+    for split in datafiles.SPLITS: write_split_files(isolated/'given', images, labels, split)
+    with pytest.raises(datafiles.DataIntegrityError, match=r'holds shape \(7, 28, 28\), expected \(10000, 28, 28\)'):
+        load_split('test', isolated/'given', download=False)
 
 
 def test_checksum_mismatch_on_a_full_size_file(isolated):
     images, labels = torch.zeros(10000, 28, 28, dtype=torch.uint8), torch.zeros(10000, dtype=torch.uint8)
-    for split in data.SPLITS: write_split_files(isolated/'given', images, labels, split)
-    with pytest.raises(data.DataIntegrityError, match="checksum .* differs from Fashion-MNIST's"):
-        data.load_split('test', isolated/'given', download=False)
+    for split in datafiles.SPLITS: write_split_files(isolated/'given', images, labels, split)
+    with pytest.raises(datafiles.DataIntegrityError, match="checksum .* differs from Fashion-MNIST's"):
+        load_split('test', isolated/'given', download=False)
 
 
 def test_labels_outside_the_ten_classes(tiny, monkeypatch):
     folder, images, _ = tiny
     labels = torch.tensor([9, 0, 0, 3, 0, 12], dtype=torch.uint8)
-    for split in data.SPLITS: write_split_files(folder, images, labels, split)
-    monkeypatch.setattr(data, 'SPLITS', tiny_specs(images, labels))
-    with pytest.raises(data.DataIntegrityError, match='label 12 is not one of the 10 classes'):
-        data.load_split('train', folder, download=False)
+    for split in datafiles.SPLITS: write_split_files(folder, images, labels, split)
+    monkeypatch.setattr(datafiles, 'SPLITS', tiny_specs(images, labels))
+    with pytest.raises(datafiles.DataIntegrityError, match='label 12 is not one of the 10 classes'):
+        load_split('train', folder, download=False)
 
 
 def test_missing_one_file_is_not_a_complete_set(tiny):
     folder, _, _ = tiny
     (folder/'t10k-labels-idx1-ubyte.gz').unlink()
-    with pytest.raises(data.DataNotFoundError, match='no complete set'):
-        data.load_split('train', folder, download=False)
+    with pytest.raises(datafiles.DataNotFoundError, match='no complete set'):
+        load_split('train', folder, download=False)
 
 
 def test_real_data_matches_torchvision(real_data_available):
-    ours = data.load_split('test', download=False)
-    theirs = data.torchvision_dataset('test', download=False)
+    ours = load_split('test', download=False)
+    theirs = datafiles.torchvision_dataset('test', download=False)
     for i in (0, 1, 4999, 9999):
         assert torch.equal(ours[i][0], theirs[i][0]) and ours[i][1] == theirs[i][1]

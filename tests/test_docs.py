@@ -10,7 +10,7 @@ import nbformat
 import pytest
 
 from conftest import copy_checkout
-from fashion_nb.data import project_root
+from fashion_nb.core import project_root
 
 ROOT = project_root()
 BIN = Path(sys.executable).parent

@@ -11,8 +11,9 @@ import papermill
 import pytest
 from papermill.exceptions import PapermillExecutionError
 
-from fashion_nb.data import project_root
-from fashion_nb.run import END_TO_END, main, run_end_to_end
+from fashion_nb.core import project_root
+from fashion_nb.cli import main
+from fashion_nb.run import END_TO_END, run_end_to_end
 from fashion_nb.training import load_checkpoint
 
 NOTEBOOK = project_root()/END_TO_END

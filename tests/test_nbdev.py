@@ -6,7 +6,7 @@ from pathlib import Path
 import nbformat
 
 from conftest import copy_checkout
-from fashion_nb.data import project_root
+from fashion_nb.core import project_root
 
 ROOT = project_root()
 BIN = Path(sys.executable).parent
@@ -27,7 +27,7 @@ def test_clean_changes_nothing_and_keeps_the_parameters_tag(tmp_path):
     copy = copy_checkout(tmp_path)
     subprocess.run([BIN/'nbdev-clean'], cwd=copy, check=True, capture_output=True)
     assert changed_files(ROOT, copy, 'nbs/*.ipynb') == []
-    cleaned = nbformat.read(copy/'nbs'/'90_end_to_end.ipynb', as_version=4)
+    cleaned = nbformat.read(copy/'nbs'/'05_end_to_end.ipynb', as_version=4)
     tagged = [c for c in cleaned.cells if 'parameters' in c.metadata.get('tags', [])]
     assert len(tagged) == 1 and tagged[0].source.startswith('epochs: int')
 
@@ -37,6 +37,6 @@ def test_clean_would_strip_the_tag_without_the_setting(tmp_path):
     copy = copy_checkout(tmp_path)
     toml = copy/'pyproject.toml'
     toml.write_text(toml.read_text().replace('allowed_cell_metadata_keys = ["tags"]', ''))
-    subprocess.run([BIN/'nbdev-clean', '--fname', 'nbs/90_end_to_end.ipynb'], cwd=copy, check=True, capture_output=True)
-    cleaned = nbformat.read(copy/'nbs'/'90_end_to_end.ipynb', as_version=4)
+    subprocess.run([BIN/'nbdev-clean', '--fname', 'nbs/05_end_to_end.ipynb'], cwd=copy, check=True, capture_output=True)
+    cleaned = nbformat.read(copy/'nbs'/'05_end_to_end.ipynb', as_version=4)
     assert not any('parameters' in c.metadata.get('tags', []) for c in cleaned.cells)

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-import fashion_nb.data as data
+from fashion_nb.data import CLASS_NAMES, load_split
 from fashion_nb.model import Network
 from fashion_nb.training import (CheckpointError, NonFiniteLossError, fit, load_checkpoint, save_checkpoint,
                                  seed_everything)
@@ -10,7 +10,7 @@ from fashion_nb.training import (CheckpointError, NonFiniteLossError, fit, load_
 
 @pytest.fixture(scope='module')
 def small_train():
-    return data.load_split('train', download=False).head(1500)
+    return load_split('train', download=False).head(1500)
 
 
 def train_once(split, seed):
@@ -44,7 +44,7 @@ def test_checkpoint_round_trip(tmp_path, small_train):
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
     with torch.no_grad():  # trained channels-last, reloaded contiguous: the same weights, sums in another order
         assert torch.allclose(loaded(x), model.eval()(x), atol=1e-5)
-    assert checkpoint['class_names'] == list(data.CLASS_NAMES)
+    assert checkpoint['class_names'] == list(CLASS_NAMES)
     assert checkpoint['hparams'] == {'lr': 0.01, 'epochs': 2}
     assert checkpoint['metrics']['history'] == history
     assert set(checkpoint['versions']) >= {'python', 'torch', 'torchvision', 'fashion_nb'}
