@@ -3,11 +3,12 @@ SHELL := /bin/bash
 BIN := .venv/bin
 DEMO_OUT := runs/demo
 
-.PHONY: help setup demo test test-slow lab export bench docs
+.PHONY: help setup demo pages test test-slow lab export bench docs
 
 help:
 	@echo "make demo   - train at the tutorial's settings on the real data (papermill) into $(DEMO_OUT)/"
 	@echo "make test   - nbdev-test over every notebook, then pytest"
+	@echo "make pages  - make demo, then regenerate every output the docs pages show (a few minutes)"
 	@echo "make lab    - open the notebooks in JupyterLab"
 	@echo "make docs   - the docs site with Quarto (nbdev-docs), else an HTML preview in _docs_preview/"
 	@echo "make bench  - time the tutorial's loop against fashion_nb's (3 seeds, ~10 minutes on 2 cores)"
@@ -18,6 +19,12 @@ setup:
 
 demo: setup
 	$(BIN)/fashion-nb run -p epochs 5 -p batch_size 100 -p lr 0.01 -p seed 0 -p limit 0 --out $(DEMO_OUT)
+
+# The pages show real runs: the demo's outputs go into the end-to-end page, every other notebook is rerun in place.
+pages: demo
+	$(BIN)/python scripts/refresh_pages.py
+	$(BIN)/nbdev-clean
+	$(BIN)/python scripts/readme_from_index.py
 
 test: setup
 	$(BIN)/nbdev-test
