@@ -40,3 +40,20 @@ def test_clean_would_strip_the_tag_without_the_setting(tmp_path):
     subprocess.run([BIN/'nbdev-clean', '--fname', 'nbs/05_end_to_end.ipynb'], cwd=copy, check=True, capture_output=True)
     cleaned = nbformat.read(copy/'nbs'/'05_end_to_end.ipynb', as_version=4)
     assert not any('parameters' in c.metadata.get('tags', []) for c in cleaned.cells)
+
+
+def test_modules_import_each_other_in_one_direction():
+    "No import cycle among fashion_nb's modules (run, batch and cli above all): each module's own imports, followed."
+    import ast
+    imports = {}
+    for module in (ROOT/'fashion_nb').glob('[!_]*.py'):
+        tree = ast.parse(module.read_text())
+        found = {node.module.split('.')[-1] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
+                 and (node.level == 1 or node.module.startswith('fashion_nb.'))}
+        imports[module.stem] = found
+    assert imports['cli'] >= {'run', 'batch'} and 'batch' not in imports['run'] and 'cli' not in imports['batch']
+
+    def reaches(start, target, seen=()):
+        return any(n == target or (n not in seen and reaches(n, target, (*seen, n))) for n in imports.get(start, ()))
+    cycles = [m for m in imports if reaches(m, m)]
+    assert cycles == [], cycles
