@@ -18,7 +18,7 @@ from .run import parse_value, run_end_to_end
 # %% auto #0
 __all__ = ['main']
 
-# %% ../nbs/14_cli.ipynb #ffe853fd
+# %% ../nbs/14_cli.ipynb #67c4873a
 def main(argv: list[str] | None = None) -> int:
     "`fashion-nb run ...` runs the end-to-end notebook once; `fashion-nb batch ...` runs it over a grid."
     parser = argparse.ArgumentParser(prog='fashion-nb', description='Run the fashion_nb tutorial notebook with papermill.')
@@ -31,19 +31,26 @@ def main(argv: list[str] | None = None) -> int:
     batch.add_argument('-p', '--parameter', nargs=2, action='append', default=[], metavar=('NAME', 'VALUES'),
                        help='a notebook parameter and its comma-separated values (repeatable)')
     batch.add_argument('-f', '--file', help='a YAML file of parameters, each a value or a list of values')
-    batch.add_argument('--out', required=True, help='the batch folder: one subfolder a run, summary.csv, summary.png')
+    batch.add_argument('--out', required=True, help='the batch folder: a subfolder a run, then summary.csv, settings.csv, '
+                       'report.md, summary.png and curves.png')
     batch.add_argument('--workers', type=int, default=None, help='runs at once on this machine (default: one per core)')
     batch.add_argument('--scheduler', default=None, help='a Dask scheduler address (tcp://host:8786) to run on instead')
     batch.add_argument('--force', action='store_true', help='rerun runs that already finished')
+    batch.add_argument('--sample', type=int, default=None, metavar='N',
+                       help='run N combinations drawn from the grid (values may be ranges: log:1e-4:1e-1, int:32:256)')
+    batch.add_argument('--sample-seed', type=int, default=0, help='seeds the draw and the order of the runs (default 0)')
     for sub in (run, batch):
         sub.add_argument('--timeout', type=int, default=None, help='seconds a cell may run before the run is stopped')
+        sub.add_argument('--start-timeout', type=int, default=60, metavar='SECONDS',
+                         help='seconds to wait for the kernel to start (default: 60)')
         sub.add_argument('--no-progress', action='store_true', help='hide the progress bar')
     args = parser.parse_args(argv)
     try:
         if args.command == 'batch':
             return batch_main(args)
         parameters = {name: parse_value(value) for name, value in args.parameter}
-        metrics = run_end_to_end(args.out, parameters, progress=not args.no_progress, timeout=args.timeout)
+        metrics = run_end_to_end(args.out, parameters, progress=not args.no_progress, timeout=args.timeout,
+                                 start_timeout=args.start_timeout)
     except FashionNBError as e:
         print(f"fashion-nb: {e}", file=sys.stderr)
         return 1

@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['FashionNBError', 'DeviceError', 'NonFiniteLossError', 'CheckpointError', 'atomic_path', 'write_json', 'save_figure',
-           'project_root', 'shown_path']
+__all__ = ['FashionNBError', 'DeviceError', 'NonFiniteLossError', 'CheckpointError', 'atomic_path', 'clear_stale_temporaries',
+           'write_json', 'save_figure', 'project_root', 'shown_path']
 
 # %% ../nbs/10_core.ipynb #3398975c
 class FashionNBError(Exception):
@@ -43,6 +43,20 @@ def atomic_path(path: Path | str):
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+# %% ../nbs/10_core.ipynb #3fd7c17d
+def _alive(pid: int) -> bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True  # someone else's process, alive
+    return True
+
+def clear_stale_temporaries(folder: Path | str) -> list[Path]:
+    "Remove the temporary files that `atomic_path` writers in `folder` left when they were killed; return them."
+    stale = [p for p in Path(folder).glob('.*.*.tmp')
+             if p.name.rsplit('.', 2)[-2].isdigit() and not _alive(int(p.name.rsplit('.', 2)[-2]))]
+    for p in stale: p.unlink(missing_ok=True)
+    return stale
 
 # %% ../nbs/10_core.ipynb #af5e5553
 def write_json(path: Path | str, obj) -> Path:

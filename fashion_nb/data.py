@@ -14,7 +14,7 @@ import torch
 from .datafiles import read_split
 
 # %% auto #0
-__all__ = ['CLASS_NAMES', 'show_images', 'to_float', 'FashionSplit', 'load_split']
+__all__ = ['CLASS_NAMES', 'show_images', 'to_float', 'FashionSplit', 'load_split', 'holdout']
 
 # %% ../nbs/00_data.ipynb #f66ddfc6
 CLASS_NAMES = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat',
@@ -91,3 +91,16 @@ def load_split(split: str = 'train',  # 'train' (60,000 images) or 'test' (10,00
               ) -> FashionSplit:
     "Load one Fashion-MNIST split, checked, as a `FashionSplit` in memory."
     return FashionSplit(*read_split(split, data_dir, download), split)
+
+# %% ../nbs/00_data.ipynb #3bab1352
+def holdout(split: FashionSplit,  # the pictures to divide
+            n: int,  # how many to put aside, at least 1 and fewer than all
+            seed: int = 0,  # chooses which; independent of any training seed
+           ) -> tuple[FashionSplit, FashionSplit]:
+    "`split` without `n` pictures drawn at random, and those `n` pictures as a split of their own."
+    if not 0 < n < len(split): raise ValueError(f"holdout: n must be between 1 and {len(split) - 1:,}, got {n}")
+    chosen = torch.zeros(len(split), dtype=torch.bool)
+    chosen[torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:n]] = True
+    chosen = chosen.to(split.device)
+    rest = FashionSplit(split.images[~chosen], split.labels[~chosen], split.name, split.classes)
+    return rest, FashionSplit(split.images[chosen], split.labels[chosen], 'validation', split.classes)

@@ -1,16 +1,23 @@
-"Batch runs: grid expansion, refusals, resume, failure isolation, timeouts and the Dask path, on small real runs."
+"Batch runs: grid expansion, refusals, resume, staleness, kills, sampling, failure isolation, timeouts and the Dask path, on small real runs."
+import json
+import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import nbformat
 import pytest
 
-from fashion_nb.batch import expand_grid, parse_grid, read_summary, run_batch
-from fashion_nb.run import ParamError
+from fashion_nb.batch import expand_grid, finished, parse_grid, read_summary, run_batch
+from fashion_nb.core import project_root
+from fashion_nb.run import END_TO_END, ParamError
 
-SMALL = {'limit': [300], 'epochs': [1]}  # each run trains one epoch on 300 images: seconds, not minutes
+SMALL = {'limit': [1000], 'epochs': [1], 'val_size': [1000]}  # one epoch on 1,000 images, 1,000 to validate: seconds a run
+FILES = ['curves.png', 'report.md', 'settings.csv', 'summary.csv', 'summary.png']
 
 
 def comparable(rows):
@@ -39,17 +46,22 @@ def test_refused_before_anything_runs(tmp_path, grid, message):
 @pytest.fixture(scope='module')
 def local_batch(tmp_path_factory, real_data_available):
     out = tmp_path_factory.mktemp('local')
-    grid = {'lr': [0.01, 0.02], 'seed': [0], **SMALL}
+    grid = {'lr': [0.003, 0.01], 'seed': [0], **SMALL}
     return grid, out, run_batch(grid, out, workers=2, progress=False)
 
 
 def test_local_batch_runs_every_combination(local_batch):
     grid, out, rows = local_batch
     assert [r['status'] for r in rows] == ['done', 'done']
-    assert sorted(p.name for p in out.iterdir()) == sorted([r['run'] for r in rows] + ['summary.csv', 'summary.png'])
+    assert sorted(p.name for p in out.iterdir()) == sorted([r['run'] for r in rows] + FILES)
     for r in rows:
         assert (out/r['run']/'metrics.json').is_file() and Path(r['notebook']).is_file()
-        assert 0.1 < r['test_accuracy'] < 1 and 0 < r['final_train_accuracy'] <= 1
+        assert 0.1 < r['test_accuracy'] < 1 and 0 < r['final_train_accuracy'] <= 1 and 0.1 < r['val_accuracy'] < 1
+        assert r['threads'] == max(1, (os.cpu_count() or 1) // 2) and r['device'] == 'cpu' and len(r['fingerprint']) == 12 and r['start_attempts'] == 1
+    settings = read_summary(out/'settings.csv')
+    assert [s['rank'] for s in settings] == [1, 2] and settings[0]['val_mean'] >= settings[1]['val_mean']
+    report = (out/'report.md').read_text()
+    assert f"chosen: lr={settings[0]['lr']}" in report and 'final estimate, the test split read once' in report
     assert (out/'summary.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     assert comparable(read_summary(out/'summary.csv')) == comparable(rows)
 
@@ -63,7 +75,9 @@ def test_rerun_skips_finished_runs_and_force_reruns(local_batch):
     assert comparable(again) == comparable(rows)
     forced = run_batch({**grid, 'lr': [0.01]}, out, workers=1, force=True, progress=False)
     assert [r['status'] for r in forced] == ['done']
-    assert forced[0]['test_accuracy'] == rows[0]['test_accuracy']  # same seed, same threads: the same run
+    before = next(r for r in rows if r['lr'] == 0.01)
+    assert forced[0]['threads'] == (os.cpu_count() or 1) and before['threads'] == max(1, (os.cpu_count() or 1) // 2)
+    assert abs(forced[0]['test_accuracy'] - before['test_accuracy']) <= 0.01  # same seed; other thread counts sum in other orders
 
 
 def test_dask_local_cluster_gives_the_same_summary(local_batch, tmp_path):
@@ -79,17 +93,71 @@ def test_failed_run_is_isolated_and_the_command_exits_nonzero(tmp_path, real_dat
     "`fashion-nb batch` as installed, with a YAML file and -p together; one run is given a bad value."
     (tmp_path/'grid.yml').write_text('epochs: [1, 0]\nlimit: 300\n')
     command = Path(sys.executable).parent/'fashion-nb'
-    result = subprocess.run([command, 'batch', '-f', tmp_path/'grid.yml', '-p', 'seed', '3', '--workers', '2',
-                             '--no-progress', '--out', tmp_path/'out'], capture_output=True, text=True)
+    result = subprocess.run([command, 'batch', '-f', tmp_path/'grid.yml', '-p', 'seed', '3', '-p', 'val_size', '1000',
+                             '--workers', '2', '--no-progress', '--out', tmp_path/'out'], capture_output=True, text=True)
     assert result.returncode == 1
     rows = {r['epochs']: r for r in read_summary(tmp_path/'out'/'summary.csv')}
     assert rows[1]['status'] == 'done' and rows[1]['test_accuracy'] > 0.1
     assert rows[0]['status'] == 'failed' and 'ParamError: epochs must be at least 1, got 0' in rows[0]['reason']
     assert Path(rows[0]['notebook']).is_file()  # the executed notebook, with its error, is kept
-    assert re.search(r'run epochs=0_limit=300_seed=3 failed: cell \d+ failed: ParamError', result.stderr)
+    assert re.search(r'run epochs=0_limit=300_seed=3_val_size=1000 failed: cell \d+ failed: ParamError', result.stderr)
     assert '1 of 2 runs finished' in result.stdout
+    assert 'IPKernelApp' not in result.stderr and 'Traceback' not in result.stderr  # kernel logging stays in kernel.log
 
 
 def test_timeout_stops_a_run_and_marks_it(tmp_path, real_data_available):
-    rows = run_batch({'limit': [0], 'epochs': [3]}, tmp_path, workers=1, timeout=3, progress=False)
+    rows = run_batch({'limit': [0], 'epochs': [3], 'val_size': [0]}, tmp_path, workers=1, timeout=3, progress=False)
     assert rows[0]['status'] == 'failed' and 'timeout of 3 s' in rows[0]['reason']
+
+
+def test_sample_runs_exactly_n_and_without_validation_chooses_nothing(tmp_path, real_data_available):
+    grid = {'lr': [0.001, 0.003, 0.01, 0.03], 'seed': [0, 1], 'limit': [300], 'epochs': [1], 'val_size': [0]}
+    assert len(expand_grid(grid)) == 8
+    rows = run_batch(grid, tmp_path, workers=2, sample=3, sample_seed=5, progress=False)
+    assert len(rows) == 3 and [r['status'] for r in rows] == ['done'] * 3
+    assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 3
+    assert 'no setting chosen' in (tmp_path/'report.md').read_text()
+    assert not (tmp_path/'curves.png').exists() and (tmp_path/'summary.png').is_file()
+    with pytest.raises(ParamError, match='add --sample N'):
+        run_batch(parse_grid([('lr', 'log:1e-4:1e-1')]), tmp_path/'none', progress=False)
+    with pytest.raises(ParamError, match="'epochs' is declared int, but the range log:1:10 draws float"):
+        run_batch(parse_grid([('epochs', 'log:1:10')]), tmp_path/'none', sample=2, progress=False)
+
+
+def test_a_changed_notebook_makes_finished_runs_stale(tmp_path, real_data_available):
+    notebook = tmp_path/'end_to_end.ipynb'
+    shutil.copy(project_root()/END_TO_END, notebook)
+    grid = {'seed': [0], **SMALL}
+    first = run_batch(grid, tmp_path/'out', workers=1, notebook=notebook, progress=False)
+    assert [r['status'] for r in first] == ['done']
+    assert [r['status'] for r in run_batch(grid, tmp_path/'out', workers=1, notebook=notebook, progress=False)] == ['skipped']
+    nb = nbformat.read(notebook, as_version=4)
+    code = next(c for c in nb.cells if c.cell_type == 'code' and 'seed_everything(' in c.source)
+    code.source += '\n# a change to the code'
+    nbformat.write(nb, notebook)
+    again = run_batch(grid, tmp_path/'out', workers=1, notebook=notebook, progress=False)
+    assert [(r['status'], r['reason']) for r in again] == [('done', 'was stale: notebook changed')]
+    summary = read_summary(tmp_path/'out'/'summary.csv')
+    assert summary[0]['reason'] == 'was stale: notebook changed' and summary[0]['fingerprint'] != first[0]['fingerprint']
+
+
+def test_a_killed_batch_resumes_and_leaves_no_temporary_files(tmp_path, real_data_available):
+    "SIGKILL the whole batch once its first run has finished; the same command then finishes the rest."
+    command = [Path(sys.executable).parent/'fashion-nb', 'batch', '-p', 'seed', '0,1', '-p', 'limit', '300', '-p', 'epochs', '1',
+               '-p', 'val_size', '1000', '--workers', '1', '--no-progress', '--out', tmp_path/'out']
+    batch = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not any('fingerprint' in (finished(p.parent) or {}) for p in (tmp_path/'out').glob('*/metrics.json')):
+            assert batch.poll() is None and time.monotonic() < deadline, 'the first run did not finish'
+            time.sleep(0.2)
+    finally:
+        os.killpg(batch.pid, signal.SIGKILL)
+        batch.wait()
+    assert len(list((tmp_path/'out').glob('*/metrics.json'))) == 1
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    rows = read_summary(tmp_path/'out'/'summary.csv')
+    assert sorted(r['status'] for r in rows) == ['done', 'skipped']
+    leftovers = [p.name for p in (tmp_path/'out').rglob('*') if p.name.startswith('.') or p.suffix in ('.tmp', '.partial')]
+    assert leftovers == []

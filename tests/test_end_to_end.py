@@ -1,28 +1,35 @@
 "The end-to-end notebook under papermill: a small real run, bad parameters, and the `fashion-nb run` command."
+import errno
 import json
 import re
+import shutil
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nbformat
 import papermill
 import pytest
+import zmq
 from papermill.exceptions import PapermillExecutionError
 
+import fashion_nb
 from fashion_nb.core import project_root
 from fashion_nb.cli import main
-from fashion_nb.run import END_TO_END, run_end_to_end
+from fashion_nb.run import END_TO_END, RunError, run_end_to_end, run_fingerprint, stale_reason
 from fashion_nb.training import load_checkpoint
 
 NOTEBOOK = project_root()/END_TO_END
+SMALL_RUN = {'epochs': 1, 'limit': 2000, 'seed': 1, 'device': 'cpu', 'quiet': True}
+TINY_RUN = {'epochs': 1, 'limit': 300, 'device': 'cpu', 'quiet': True}
 
 
 @pytest.fixture(scope='module')
 def small_run(tmp_path_factory, real_data_available):
     out = tmp_path_factory.mktemp('run')
-    metrics = run_end_to_end(out, {'epochs': 1, 'limit': 2000, 'seed': 1, 'device': 'cpu', 'quiet': True}, progress=False)
+    metrics = run_end_to_end(out, SMALL_RUN, progress=False)
     return out, metrics
 
 
@@ -104,3 +111,94 @@ def test_command_reports_a_failed_cell(tmp_path):
     last = result.stderr.strip().splitlines()[-1]
     assert re.match(r'fashion-nb: cell \d+ failed: ParamError: epochs must be at least 1', last), result.stderr
     assert str(tmp_path/'end_to_end.ipynb') in last
+
+
+def test_fingerprint_holds_the_full_parameters():
+    fingerprint = run_fingerprint({})
+    assert fingerprint['params']['epochs'] == 1 and fingerprint['params']['lr'] == 0.01 and fingerprint['params']['device'] == 'auto'
+    assert 'out_dir' not in fingerprint['params'] and 'quiet' not in fingerprint['params']
+    assert list(fingerprint['params']) == sorted(fingerprint['params'])
+    assert run_fingerprint({}) == fingerprint == run_fingerprint({'epochs': 1, 'out_dir': 'elsewhere', 'quiet': True})
+    assert run_fingerprint({'epochs': 2})['params'] == {**fingerprint['params'], 'epochs': 2}
+    assert len(fingerprint['notebook']) == len(fingerprint['package']) == 64
+
+
+def test_stale_reason_names_what_changed(tmp_path, monkeypatch):
+    fingerprint = run_fingerprint({}, NOTEBOOK)
+    assert stale_reason(None, fingerprint) == 'no fingerprint'
+    assert stale_reason(fingerprint, fingerprint) is None
+    assert stale_reason(json.loads(json.dumps(fingerprint)), fingerprint) is None  # as metrics.json gives it back
+    assert stale_reason({**fingerprint, 'commit': 'another commit'}, fingerprint) is None
+    assert stale_reason(run_fingerprint({'lr': 0.1}, NOTEBOOK), fingerprint) == 'parameters changed'
+    edited = nbformat.read(NOTEBOOK, as_version=4)
+    code = [c for c in edited.cells if c.cell_type == 'code']
+    code[-1].source += '\nprint("one more line")'
+    nbformat.write(edited, tmp_path/'edited.ipynb')
+    assert stale_reason(run_fingerprint({}, tmp_path/'edited.ipynb'), fingerprint) == 'notebook changed'
+    package = shutil.copytree(Path(fashion_nb.__file__).parent, tmp_path/'fashion_nb', ignore=shutil.ignore_patterns('__pycache__'))
+    monkeypatch.setattr(fashion_nb, '__file__', str(package/'__init__.py'))
+    assert stale_reason(run_fingerprint({}, NOTEBOOK), fingerprint) is None  # the same source elsewhere
+    (package/'run.py').write_text((package/'run.py').read_text() + '\n# an edit\n')
+    assert stale_reason(run_fingerprint({}, NOTEBOOK), fingerprint) == 'package changed'
+
+
+def test_run_records_its_fingerprint(small_run):
+    out, metrics = small_run
+    assert metrics['fingerprint'] == run_fingerprint(SMALL_RUN)
+    assert stale_reason(metrics['fingerprint'], run_fingerprint(SMALL_RUN)) is None
+    assert metrics['start_attempts'] == 1
+    assert not list(out.glob('.*'))  # no partial notebook, no temporary file left
+
+
+@pytest.fixture
+def execute_calls(monkeypatch):
+    "papermill.execute_notebook as run_end_to_end finds it, counting its calls; `failing` makes the first calls fail to start."
+    real, calls, waits = papermill.execute_notebook, [], []
+    def counted(*args, **kwargs):
+        calls.append(kwargs)
+        if len(calls) <= counted.failing: raise zmq.error.ZMQError(errno.EADDRINUSE)  # before anything was written
+        return real(*args, **{**kwargs, 'kernel_name': counted.kernel or kwargs['kernel_name']})
+    counted.failing, counted.kernel, counted.calls, counted.waits = 0, None, calls, waits
+    monkeypatch.setattr(papermill, 'execute_notebook', counted)
+    monkeypatch.setattr(time, 'sleep', waits.append)
+    return counted
+
+
+def test_a_failed_kernel_start_is_retried(tmp_path, execute_calls, real_data_available):
+    (tmp_path/'metrics.json').write_text('{"test_accuracy": 0.99}')  # an earlier run's
+    (tmp_path/'.end_to_end.partial.ipynb').write_text('{')  # of a run killed while writing
+    execute_calls.failing = 1
+    metrics = run_end_to_end(tmp_path, TINY_RUN, progress=False, start_timeout=30)
+    assert metrics['start_attempts'] == 2 and len(execute_calls.calls) == 2 and execute_calls.waits == [1]
+    assert execute_calls.calls[-1]['start_timeout'] == 30
+    assert metrics['fingerprint'] == run_fingerprint(TINY_RUN) and metrics['train_images'] == 300
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['confusion_matrix.png', 'end_to_end.ipynb', 'metrics.json', 'model.pt']
+
+
+def test_a_kernel_that_never_starts_gives_up_with_one_line(tmp_path, execute_calls):
+    (tmp_path/'metrics.json').write_text('{"test_accuracy": 0.99}')
+    execute_calls.failing = 99
+    with pytest.raises(RunError) as info:
+        run_end_to_end(tmp_path, TINY_RUN, progress=False)
+    assert str(info.value) == 'kernel did not start after 3 attempts: ZMQError: Address already in use'
+    assert len(execute_calls.calls) == 3 and execute_calls.waits == [1, 2]
+    assert list(tmp_path.iterdir()) == []  # the old metrics.json is gone: the folder does not look finished
+
+
+def test_a_start_failure_is_told_from_what_papermill_writes(tmp_path, execute_calls):
+    "papermill writes the notebook, every cell pending, then fails to start the kernel: that is a start failure too."
+    execute_calls.kernel = 'no-such-kernel'
+    with pytest.raises(RunError) as info:
+        run_end_to_end(tmp_path, TINY_RUN, progress=False, start_attempts=2)
+    assert str(info.value) == 'kernel did not start after 2 attempts: NoSuchKernel: No such kernel named no-such-kernel'
+    assert len(execute_calls.calls) == 2 and execute_calls.waits == [1]
+    executed = nbformat.read(tmp_path/'end_to_end.ipynb', as_version=4)  # what the last try wrote, moved into place
+    assert all(c.execution_count is None for c in executed.cells if c.cell_type == 'code')
+
+
+def test_a_failed_cell_is_not_retried(tmp_path, execute_calls):
+    (tmp_path/'metrics.json').write_text('{"test_accuracy": 0.99}')
+    with pytest.raises(RunError, match=r'cell \d+ failed: ParamError: epochs must be at least 1'):
+        run_end_to_end(tmp_path, {**TINY_RUN, 'epochs': 0}, progress=False)
+    assert len(execute_calls.calls) == 1 and execute_calls.waits == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['end_to_end.ipynb']  # the executed notebook, with the error
