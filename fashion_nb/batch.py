@@ -309,7 +309,7 @@ def read_summary(path: Path | str) -> list[dict]:
     "The rows of a summary CSV, numbers as numbers."
     with open(path, newline='') as f: return [{k: parse_value(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
-# %% ../nbs/13_batch.ipynb #f35d7118
+# %% ../nbs/13_batch.ipynb #364dcfa5
 def plot_settings(rows: list[dict], table: list[dict]):
     "Validation accuracy of each run, grouped by setting in rank order; returns the figure."
     import matplotlib.pyplot as plt
@@ -320,13 +320,13 @@ def plot_settings(rows: list[dict], table: list[dict]):
     fig, ax = plt.subplots(figsize=(max(5, 1.3 * len(table) + 2), 4))
     for i, setting in enumerate(table):
         values = [r[key] for r in ok if all(r[n] == setting[n] for n in names)]
-        colour = 'tab:orange' if i == 0 and has_validation else 'tab:blue'
+        colour = f"C{i % 10}"  # the colours of `plot_curves`, setting for setting
         ax.bar(i, statistics.mean(values), color=colour, alpha=0.3, width=0.6)
         ax.plot([i] * len(values), values, 'o', color=colour)
     ax.set_xticks(range(len(table)), [s['setting'] for s in table], rotation=20, ha='right')
     ax.set_ylabel('validation accuracy' if has_validation else 'final-epoch training accuracy')
     failed = len(rows) - len(ok)
-    ax.set_title((f"{len(ok)} runs, best first (chosen in orange)" if has_validation else
+    ax.set_title((f"{len(ok)} runs, best first: the chosen setting is on the left" if has_validation else
                   f"{len(ok)} runs; no validation split, so no setting is chosen")
                  + (f"; {failed} failed, not shown" if failed else '') + '; a dot a run, a bar the mean', fontsize=10)
     values = [r[key] for r in ok]
