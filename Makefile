@@ -12,7 +12,7 @@ help:
 	@echo "make lab    - open the notebooks in JupyterLab"
 	@echo "make docs   - the docs site with Quarto (nbdev-docs), else an HTML preview in _docs_preview/"
 	@echo "make bench  - time the tutorial's loop against fashion_nb's (3 seeds, ~10 minutes on 2 cores)"
-	@echo "make export - notebooks -> fashion_nb/ and clean notebook metadata (nbdev-export, nbdev-clean)"
+	@echo "make export - notebooks -> fashion_nb/, clean notebook metadata, and the end-to-end notebook's copy in the package"
 
 setup:
 	@scripts/setup.sh
@@ -24,6 +24,7 @@ demo: setup
 pages: demo
 	$(BIN)/python scripts/refresh_pages.py
 	$(BIN)/nbdev-clean
+	$(BIN)/python scripts/package_notebook.py
 	$(BIN)/python scripts/readme_from_index.py
 
 test: setup
@@ -39,6 +40,7 @@ lab: setup
 export: setup
 	$(BIN)/nbdev-export
 	$(BIN)/nbdev-clean
+	$(BIN)/python scripts/package_notebook.py
 
 bench: setup
 	$(BIN)/python bench/run.py

@@ -31,9 +31,9 @@ from .run import ParamError, check_names, parse_value, run_end_to_end, run_finge
 
 # %% auto #0
 __all__ = ['SUMMARY_COLUMNS', 'DEFAULT_VAL_SIZE', 'Range', 'parse_range', 'parse_grid', 'expand_grid', 'sample_grid',
-           'check_grid', 'run_name', 'finished', 'fingerprint_id', 'why_rerun', 'run_one', 'skipped',
-           'compare_settings', 'choose', 'report', 'write_summary', 'write_settings', 'read_summary', 'plot_settings',
-           'plot_curves', 'default_workers', 'run_batch', 'batch_main']
+           'check_grid', 'run_name', 'finished', 'fingerprint_id', 'why_rerun', 'run_one', 'skipped', 'run_on_worker',
+           'receive_run', 'compare_settings', 'choose', 'report', 'write_summary', 'write_settings', 'read_summary',
+           'plot_settings', 'plot_curves', 'default_workers', 'run_batch', 'batch_main']
 
 # %% ../nbs/13_batch.ipynb #0908512a
 _RANGE_TYPES = {'log': float, 'uniform': float, 'int': int}
@@ -230,6 +230,39 @@ def _results(metrics: dict) -> dict:
             'fingerprint': fingerprint_id(metrics.get('fingerprint')), 'start_attempts': metrics.get('start_attempts'),
             'seconds': metrics['seconds']['total']}
 
+# %% ../nbs/13_batch.ipynb #313d2625
+def run_on_worker(params: dict,  # this run's parameters
+                  timeout: int | None = None,  # seconds a cell may run
+                  start_timeout: int = 60,  # seconds to wait for the kernel to start
+                  host_slots: dict | None = None,  # task slots per host, that share its cores
+                  notebook_source: bytes | None = None,  # the client's notebook; default: the worker's installed one
+                  keep_model: bool = True,  # send `model.pt` back too
+                 ) -> tuple[dict, dict[str, bytes]]:
+    "Run one combination in a scratch folder of this worker's own; return its summary row and its files."
+    import tempfile
+    with tempfile.TemporaryDirectory(prefix='fashion_nb-run-') as scratch:
+        notebook = None
+        if notebook_source is not None:
+            notebook = Path(scratch)/'end_to_end.ipynb'
+            notebook.write_bytes(notebook_source)
+        row = run_one(params, Path(scratch)/'runs', timeout=timeout, force=True, notebook=notebook,
+                      start_timeout=start_timeout, host_slots=host_slots)
+        run_dir = _run_dir(row)
+        files = {p.name: p.read_bytes() for p in sorted(run_dir.iterdir()) if p.is_file() and not p.name.startswith('.')
+                 and (keep_model or p.name != 'model.pt')} if run_dir.is_dir() else {}
+    return row, files
+
+def receive_run(row: dict,  # the worker's summary row
+                files: dict[str, bytes],  # the run's files by name
+                batch_dir: Path | str,  # where the run's folder goes
+               ) -> dict:
+    "Write a run's files from a worker into the batch folder, `metrics.json` last; return its row with this machine's paths."
+    local = _row({k: v for k, v in row.items() if k not in SUMMARY_COLUMNS}, batch_dir)
+    run_dir = _run_dir(local)
+    for name in sorted(files, key=lambda n: n == 'metrics.json'):
+        with atomic_path(run_dir/name) as tmp: tmp.write_bytes(files[name])
+    return {**row, 'notebook': local['notebook']}
+
 # %% ../nbs/13_batch.ipynb #364006e6
 _SETTING_COLUMNS = ('rank', 'setting', 'runs', 'val_mean', 'val_std')
 
@@ -354,7 +387,7 @@ def plot_curves(rows: list[dict], table: list[dict]):
     fig.tight_layout()
     return fig
 
-# %% ../nbs/13_batch.ipynb #ba26213e
+# %% ../nbs/13_batch.ipynb #0f75d312
 DEFAULT_VAL_SIZE = 10000  # training images a batch puts aside for validation unless its grid says otherwise
 
 def default_workers(grid: dict[str, list] | None = None) -> int:
@@ -375,6 +408,7 @@ def run_batch(grid: dict[str, list],  # parameter name to its list of values (or
               sample_seed: int = 0,  # seeds the draw and the order of the runs
               notebook: Path | str | None = None,  # default: the project's end-to-end notebook
               start_timeout: int = 60,  # seconds to wait for each run's kernel to start
+              keep_model: bool = True,  # on Dask, bring each run's `model.pt` back too
              ) -> list[dict]:
     "Run the end-to-end notebook for every combination of `grid`; write the summaries and figures to `out`."
     from tqdm import tqdm
@@ -418,9 +452,11 @@ def run_batch(grid: dict[str, list],  # parameter name to its list of values (or
                 for address, nthreads in client.nthreads().items():
                     host_slots[_host(address)] = host_slots.get(_host(address), 0) + nthreads
                 slots = min(sum(host_slots.values()) or 1, len(pending))
-                futures = [client.submit(task, params, out, threads=0, host_slots=host_slots, pure=False, **arguments)
-                           for params in pending]
-                for future in dask_completed(futures): collect(future.result())
+                remote = importlib.import_module('fashion_nb.batch').run_on_worker
+                source = Path(notebook).read_bytes() if notebook else None  # workers need no path of this machine
+                futures = [client.submit(remote, params, timeout=timeout, start_timeout=start_timeout, host_slots=host_slots,
+                                         notebook_source=source, keep_model=keep_model, pure=False) for params in pending]
+                for future in dask_completed(futures): collect(receive_run(*future.result(), out))
             finally:
                 if client is not scheduler: client.close()
     write_summary(rows, out/'summary.csv')
@@ -439,13 +475,14 @@ def _write_conclusions(rows: list[dict], out: Path):
         save_figure(figure, out/name)
         plt.close(figure)  # saved, not shown: a notebook calling this shows the files instead
 
-# %% ../nbs/13_batch.ipynb #676500ed
+# %% ../nbs/13_batch.ipynb #355a59e5
 def batch_main(args) -> int:
     "Run `fashion-nb batch` from parsed command-line arguments; 1 if any run failed."
     grid = parse_grid([tuple(p) for p in args.parameter], args.file)
     rows = run_batch(grid, args.out, workers=args.workers, scheduler=args.scheduler, timeout=args.timeout,
                      force=args.force, progress=not args.no_progress, sample=getattr(args, 'sample', None),
-                     sample_seed=getattr(args, 'sample_seed', 0), start_timeout=getattr(args, 'start_timeout', 60))
+                     sample_seed=getattr(args, 'sample_seed', 0), start_timeout=getattr(args, 'start_timeout', 60),
+                     keep_model=not getattr(args, 'no_model', False))
     failed = [r for r in rows if r['status'] == 'failed']
     for r in failed: print(f"fashion-nb: run {r['run']} failed: {r['reason']}", file=sys.stderr)
     for line in report(compare_settings(rows), rows): print(line)

@@ -18,7 +18,7 @@ from .run import parse_value, run_end_to_end
 # %% auto #0
 __all__ = ['main']
 
-# %% ../nbs/14_cli.ipynb #67c4873a
+# %% ../nbs/14_cli.ipynb #02ace769
 def main(argv: list[str] | None = None) -> int:
     "`fashion-nb run ...` runs the end-to-end notebook once; `fashion-nb batch ...` runs it over a grid."
     parser = argparse.ArgumentParser(prog='fashion-nb', description='Run the fashion_nb tutorial notebook with papermill.')
@@ -26,12 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     run = commands.add_parser('run', help='run the end-to-end notebook once')
     run.add_argument('-p', '--parameter', nargs=2, action='append', default=[], metavar=('NAME', 'VALUE'),
                      help='a notebook parameter, as in papermill (repeatable)')
-    run.add_argument('--out', default='runs/latest', help='output folder (default: runs/latest)')
+    run.add_argument('--out', default='runs/latest', help='output folder, relative to the current folder (default: runs/latest)')
     batch = commands.add_parser('batch', help='run the end-to-end notebook once per combination of a parameter grid')
     batch.add_argument('-p', '--parameter', nargs=2, action='append', default=[], metavar=('NAME', 'VALUES'),
                        help='a notebook parameter and its comma-separated values (repeatable)')
     batch.add_argument('-f', '--file', help='a YAML file of parameters, each a value or a list of values')
-    batch.add_argument('--out', required=True, help='the batch folder: a subfolder a run, then summary.csv, settings.csv, '
+    batch.add_argument('--out', required=True, help='the batch folder, relative to the current folder: a subfolder a run, then summary.csv, settings.csv, '
                        'report.md, summary.png and curves.png')
     batch.add_argument('--workers', type=int, default=None, help='runs at once on this machine (default: one per core)')
     batch.add_argument('--scheduler', default=None, help='a Dask scheduler address (tcp://host:8786) to run on instead')
@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     batch.add_argument('--sample', type=int, default=None, metavar='N',
                        help='run N combinations drawn from the grid (values may be ranges: log:1e-4:1e-1, int:32:256)')
     batch.add_argument('--sample-seed', type=int, default=0, help='seeds the draw and the order of the runs (default 0)')
+    batch.add_argument('--no-model', action='store_true', help="on a Dask cluster, leave each run's model.pt on the worker")
     for sub in (run, batch):
         sub.add_argument('--timeout', type=int, default=None, help='seconds a cell may run before the run is stopped')
         sub.add_argument('--start-timeout', type=int, default=60, metavar='SECONDS',

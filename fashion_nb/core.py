@@ -14,7 +14,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['FashionNBError', 'DeviceError', 'NonFiniteLossError', 'CheckpointError', 'atomic_path', 'clear_stale_temporaries',
-           'write_json', 'save_figure', 'project_root', 'shown_path']
+           'write_json', 'save_figure', 'checkout_root', 'project_root', 'shown_path']
 
 # %% ../nbs/10_core.ipynb #3398975c
 class FashionNBError(Exception):
@@ -69,12 +69,16 @@ def save_figure(fig, path: Path | str, dpi: int = 110) -> Path:
     with atomic_path(path) as tmp: fig.savefig(tmp, format='png', dpi=dpi, bbox_inches='tight')
     return Path(path)
 
-# %% ../nbs/10_core.ipynb #0e46e641
-def project_root() -> Path:
-    "The checkout this package was installed from, else the current folder."
+# %% ../nbs/10_core.ipynb #7064fa3a
+def checkout_root() -> Path | None:
+    "The checkout this package was installed from (editable), or None for a package installed from a wheel."
     import fashion_nb
     here = Path(fashion_nb.__file__).resolve().parent.parent
-    return here if (here/'pyproject.toml').exists() else Path.cwd()
+    return here if (here/'pyproject.toml').is_file() and (here/'nbs').is_dir() else None
+
+def project_root() -> Path:
+    "The checkout this package was installed from, else the current folder."
+    return checkout_root() or Path.cwd()
 
 def shown_path(path: Path | str) -> str:
     "`path` as a page may show it: relative to the checkout, else to the home folder (`~/...`), else as given."

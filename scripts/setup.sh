@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 VENV=.venv
-STAMP="$VENV/.installed-$(cksum < pyproject.toml | cut -d" " -f1)"  # cksum: POSIX, on Linux and macOS alike
+STAMP="$VENV/.installed-$(cat pyproject.toml constraints.txt | cksum | cut -d" " -f1)"  # cksum: POSIX, on Linux and macOS alike
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -28,7 +28,7 @@ fi
 if [ ! -f "$STAMP" ]; then
   echo "setup: installing fashion_nb and its tools into $VENV (torch is large: a few minutes the first time)"
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet -e '.[dev]'
+  "$VENV/bin/python" -m pip install --quiet -c constraints.txt -e '.[dev]'
   rm -f "$VENV"/.installed-*
   touch "$STAMP"
 fi

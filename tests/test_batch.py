@@ -80,13 +80,49 @@ def test_rerun_skips_finished_runs_and_force_reruns(local_batch):
     assert abs(forced[0]['test_accuracy'] - before['test_accuracy']) <= 0.01  # same seed; other thread counts sum in other orders
 
 
-def test_dask_local_cluster_gives_the_same_summary(local_batch, tmp_path):
+@pytest.fixture
+def dask_cluster(tmp_path):
+    "A scheduler and two workers started with the `dask` command as separate processes on 127.0.0.1, each in a folder of its own."
     distributed = pytest.importorskip('distributed')
+    dask, started = Path(sys.executable).parent/'dask', []
+    def start(arguments, folder):
+        folder.mkdir(exist_ok=True)
+        log = open(folder/'process.log', 'wb')
+        started.append(subprocess.Popen([dask, *arguments], cwd=folder, stdout=log, stderr=subprocess.STDOUT))
+    scheduler_file = tmp_path/'scheduler'/'scheduler.json'
+    try:
+        start(['scheduler', '--host', '127.0.0.1', '--port', '0', '--no-dashboard', '--scheduler-file', scheduler_file],
+              tmp_path/'scheduler')
+        for name in ('worker1', 'worker2'):
+            start(['worker', '--scheduler-file', scheduler_file, '--host', '127.0.0.1', '--nthreads', '1', '--no-dashboard',
+                   '--name', name, '--local-directory', tmp_path/name], tmp_path/name)
+        deadline = time.monotonic() + 60
+        while not scheduler_file.is_file():
+            assert time.monotonic() < deadline and all(p.poll() is None for p in started), 'the scheduler did not start'
+            time.sleep(0.2)
+        address = json.loads(scheduler_file.read_text())['address']
+        with distributed.Client(address, timeout=60) as client: client.wait_for_workers(2, timeout=60)
+        yield address
+    finally:
+        for process in started: process.terminate()
+        for process in started:
+            try: process.wait(timeout=30)
+            except subprocess.TimeoutExpired: process.kill(); process.wait()
+
+
+def test_batch_on_a_cluster_of_separate_processes(local_batch, dask_cluster, tmp_path):
+    "Workers run in scratch folders of their own and send the files back; the summary equals the local pool's."
     grid, _, rows = local_batch
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        dask_rows = run_batch(grid, tmp_path, scheduler=cluster.scheduler_address, progress=False)
+    out = tmp_path/'batch'
+    dask_rows = run_batch(grid, out, scheduler=dask_cluster, progress=False)
     assert [r['status'] for r in dask_rows] == ['done', 'done']
     assert comparable(dask_rows) == comparable(rows)
+    for r in dask_rows:
+        assert Path(r['notebook']).parent == out.resolve()/r['run']
+        assert {'end_to_end.ipynb', 'metrics.json', 'confusion_matrix.png', 'model.pt'} <= {p.name for p in (out/r['run']).iterdir()}
+    assert sorted(p.name for p in out.iterdir()) == sorted([r['run'] for r in rows] + FILES)
+    for worker in ('worker1', 'worker2'):  # the workers kept nothing of the runs in their own folders
+        assert not list((tmp_path/worker).rglob('metrics.json'))
 
 
 def test_failed_run_is_isolated_and_the_command_exits_nonzero(tmp_path, real_data_available):

@@ -1,6 +1,7 @@
 "Finding the data and refusing bad files, on small IDX files the tests write themselves."
 import gzip
 import hashlib
+from pathlib import Path
 
 import pytest
 import torch
@@ -31,14 +32,38 @@ def tiny(isolated, monkeypatch):
 
 def test_missing_everywhere_is_one_clear_line(isolated):
     with pytest.raises(datafiles.DataNotFoundError) as info:
-        load_split('train', data_dir=isolated/'nowhere', download=False)
+        load_split('train', download=False)
     message = str(info.value)
     assert '\n' not in message
-    for place in ('nowhere', 'project data folder', 'system package', 'torchvision download'):
+    for place in ('project data folder', 'system package', 'torchvision download'):
         assert place in message
     for fix in ('apt-get install dataset-fashion-mnist', 'FASHION_NB_DATA', 'online'):
         assert fix in message
     assert info.value.__context__ is None  # no chain of tracebacks behind it
+
+
+def test_a_folder_named_explicitly_is_the_only_place_looked_in(tiny, monkeypatch):
+    "The usual places hold the data, but a named folder that lacks it is an error naming the folder and the missing files."
+    folder, images, labels = tiny
+    for split in datafiles.SPLITS: write_split_files(datafiles.SYSTEM_DATA_DIR, images, labels, split)
+    (folder/'t10k-labels-idx1-ubyte.gz').unlink(); (folder/'train-images-idx3-ubyte.gz').unlink()
+    with pytest.raises(datafiles.DataNotFoundError) as info:
+        datafiles.find_data(folder, download=False)
+    assert str(info.value) == (f"data_dir {folder} lacks train-images-idx3-ubyte, t10k-labels-idx1-ubyte (gzipped or not); "
+                               "put the four Fashion-MNIST files there, or name no folder to search the usual places")
+    monkeypatch.setenv(datafiles.ENV_VAR, str(folder/'nowhere'))
+    with pytest.raises(datafiles.DataNotFoundError, match=r'^\$FASHION_NB_DATA .*nowhere: no such folder'):
+        datafiles.find_data(download=False)
+    monkeypatch.delenv(datafiles.ENV_VAR)
+    assert datafiles.find_data(download=False)['train-images-idx3-ubyte'].parent == datafiles.SYSTEM_DATA_DIR
+
+
+def test_outside_a_checkout_the_data_lives_in_the_user_cache(monkeypatch, tmp_path):
+    monkeypatch.setattr(datafiles, 'checkout_root', lambda: None)
+    monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path))
+    assert datafiles.project_data_dir() == tmp_path/'fashion_nb'/'FashionMNIST'/'raw'
+    monkeypatch.delenv('XDG_CACHE_HOME')
+    assert datafiles.project_data_dir() == Path.home()/'.cache'/'fashion_nb'/'FashionMNIST'/'raw'
 
 
 def test_download_failure_is_reported(isolated, monkeypatch):
@@ -125,10 +150,12 @@ def test_labels_outside_the_ten_classes(tiny, monkeypatch):
 
 
 def test_missing_one_file_is_not_a_complete_set(tiny):
-    folder, _, _ = tiny
-    (folder/'t10k-labels-idx1-ubyte.gz').unlink()
-    with pytest.raises(datafiles.DataNotFoundError, match='no complete set'):
-        load_split('train', folder, download=False)
+    "Even the split that has both its files is refused: a folder is used whole or not at all."
+    folder, images, labels = tiny
+    for split in datafiles.SPLITS: write_split_files(datafiles.project_data_dir(), images, labels, split)
+    (datafiles.project_data_dir()/'t10k-labels-idx1-ubyte.gz').unlink()
+    with pytest.raises(datafiles.DataNotFoundError, match=r'project data folder \S+ \(no complete set'):
+        load_split('train', download=False)
 
 
 def test_real_data_matches_torchvision(real_data_available):

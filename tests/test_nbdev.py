@@ -57,3 +57,26 @@ def test_modules_import_each_other_in_one_direction():
         return any(n == target or (n not in seen and reaches(n, target, (*seen, n))) for n in imports.get(start, ()))
     cycles = [m for m in imports if reaches(m, m)]
     assert cycles == [], cycles
+
+
+def test_the_package_carries_the_end_to_end_notebook():
+    "The wheel's copy has the source notebook's cells (`make export` writes it, without outputs), parameters tag included."
+    def cells(path):
+        return [(c.cell_type, c.source, c.metadata.get('tags', [])) for c in nbformat.read(path, as_version=4).cells]
+    assert cells(ROOT/'fashion_nb'/'end_to_end.ipynb') == cells(ROOT/'nbs'/'05_end_to_end.ipynb')
+    assert 'end_to_end.ipynb' in (ROOT/'pyproject.toml').read_text()  # declared as package data
+
+
+def test_the_toolchain_is_pinned_and_ci_covers_linux_and_macos():
+    import re
+    import yaml
+    pyproject = (ROOT/'pyproject.toml').read_text()  # read as text: tomllib needs Python 3.11, the project supports 3.10
+    assert re.findall(r'"(nbdev[=<>~!][^"]*)"', pyproject) == ['nbdev==3.3.26']
+    assert 'black_formatting' not in pyproject  # nbdev 3 no longer reads it
+    assert any(line.startswith('nbdev==') for line in (ROOT/'constraints.txt').read_text().splitlines())
+    assert '-c constraints.txt' in (ROOT/'scripts'/'setup.sh').read_text()
+    test = yaml.safe_load((ROOT/'.github'/'workflows'/'test.yaml').read_text())['jobs']['test']
+    assert test['strategy']['matrix'] == {'os': ['ubuntu-latest', 'macos-latest'], 'python': ['3.10', '3.13']}
+    for workflow in ('test.yaml', 'deploy.yaml'):
+        assert 'download.pytorch.org/whl/cpu' in (ROOT/'.github'/'workflows'/workflow).read_text()
+    assert (ROOT/'LICENSE').read_text().split()[:3] == ['Apache', 'License', 'Version'] and 'license = "Apache-2.0"' in pyproject
