@@ -257,11 +257,10 @@ def receive_run(row: dict,  # the worker's summary row
                 batch_dir: Path | str,  # where the run's folder goes
                ) -> dict:
     "Write a run's files from a worker into the batch folder, `metrics.json` last; return its row with this machine's paths."
-    local = _row({k: v for k, v in row.items() if k not in SUMMARY_COLUMNS}, batch_dir)
-    run_dir = _run_dir(local)
+    run_dir = Path(batch_dir).resolve()/row['run']
     for name in sorted(files, key=lambda n: n == 'metrics.json'):
         with atomic_path(run_dir/name) as tmp: tmp.write_bytes(files[name])
-    return {**row, 'notebook': local['notebook']}
+    return {**row, 'notebook': str(run_dir/'end_to_end.ipynb')}
 
 # %% ../nbs/13_batch.ipynb #364006e6
 _SETTING_COLUMNS = ('rank', 'setting', 'runs', 'val_mean', 'val_std')

@@ -57,6 +57,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     out = Path(args.out)
     print(f"test accuracy {metrics['test_accuracy']:.4f}, final-epoch train accuracy {metrics['history'][-1]['accuracy']:.4f} "
-          f"({metrics['params']['epochs']} epochs on {metrics['train_images']:,} images, {metrics['seconds']['total']:.0f} s)")
+          f"({metrics['params']['epochs']} epoch{'s' * (metrics['params']['epochs'] != 1)} on {metrics['train_images']:,} images, {metrics['seconds']['total']:.0f} s)")
     print(f"results in {out}/: end_to_end.ipynb, metrics.json, confusion_matrix.png, model.pt")
     return 0
