@@ -18,7 +18,7 @@ from .run import parse_value, run_end_to_end
 # %% auto #0
 __all__ = ['main']
 
-# %% ../nbs/14_cli.ipynb #02ace769
+# %% ../nbs/14_cli.ipynb #a62c9a67
 def main(argv: list[str] | None = None) -> int:
     "`fashion-nb run ...` runs the end-to-end notebook once; `fashion-nb batch ...` runs it over a grid."
     parser = argparse.ArgumentParser(prog='fashion-nb', description='Run the fashion_nb tutorial notebook with papermill.')
@@ -34,12 +34,16 @@ def main(argv: list[str] | None = None) -> int:
     batch.add_argument('--out', required=True, help='the batch folder, relative to the current folder: a subfolder a run, then summary.csv, settings.csv, '
                        'report.md, summary.png and curves.png')
     batch.add_argument('--workers', type=int, default=None, help='runs at once on this machine (default: one per core)')
-    batch.add_argument('--scheduler', default=None, help='a Dask scheduler address (tcp://host:8786) to run on instead')
+    batch.add_argument('--scheduler', default=None, help='a Dask scheduler address to run on instead (tls://host:8786; '
+                       'a tcp:// address on another machine is unencrypted and gets a warning)')
     batch.add_argument('--force', action='store_true', help='rerun runs that already finished')
     batch.add_argument('--sample', type=int, default=None, metavar='N',
                        help='run N combinations drawn from the grid (values may be ranges: log:1e-4:1e-1, int:32:256)')
     batch.add_argument('--sample-seed', type=int, default=0, help='seeds the draw and the order of the runs (default 0)')
     batch.add_argument('--no-model', action='store_true', help="on a Dask cluster, leave each run's model.pt on the worker")
+    batch.add_argument('--tls-ca-file', help="with a tls:// scheduler: the cluster's certificate authority (PEM)")
+    batch.add_argument('--tls-cert', help="with a tls:// scheduler: this client's certificate (PEM)")
+    batch.add_argument('--tls-key', help="with a tls:// scheduler: the certificate's private key (PEM)")
     for sub in (run, batch):
         sub.add_argument('--timeout', type=int, default=None, help='seconds a cell may run before the run is stopped')
         sub.add_argument('--start-timeout', type=int, default=60, metavar='SECONDS',

@@ -1,4 +1,5 @@
 "Batch runs: grid expansion, refusals, resume, staleness, kills, sampling, failure isolation, timeouts and the Dask path, on small real runs."
+import contextlib
 import json
 import os
 import re
@@ -80,34 +81,40 @@ def test_rerun_skips_finished_runs_and_force_reruns(local_batch):
     assert abs(forced[0]['test_accuracy'] - before['test_accuracy']) <= 0.01  # same seed; other thread counts sum in other orders
 
 
-@pytest.fixture
-def dask_cluster(tmp_path):
-    "A scheduler and two workers started with the `dask` command as separate processes on 127.0.0.1, each in a folder of its own."
+@contextlib.contextmanager
+def cluster(folder: Path, workers: int, options: list = ()):
+    "A scheduler and workers started with the `dask` command as separate processes on 127.0.0.1, each in a folder of its own."
     distributed = pytest.importorskip('distributed')
     dask, started = Path(sys.executable).parent/'dask', []
-    def start(arguments, folder):
-        folder.mkdir(exist_ok=True)
-        log = open(folder/'process.log', 'wb')
-        started.append(subprocess.Popen([dask, *arguments], cwd=folder, stdout=log, stderr=subprocess.STDOUT))
-    scheduler_file = tmp_path/'scheduler'/'scheduler.json'
+    def start(arguments, where):
+        where.mkdir(exist_ok=True)
+        log = open(where/'process.log', 'wb')
+        started.append(subprocess.Popen([dask, *arguments, *options], cwd=where, stdout=log, stderr=subprocess.STDOUT))
+    scheduler_file = folder/'scheduler'/'scheduler.json'
     try:
         start(['scheduler', '--host', '127.0.0.1', '--port', '0', '--no-dashboard', '--scheduler-file', scheduler_file],
-              tmp_path/'scheduler')
-        for name in ('worker1', 'worker2'):
+              folder/'scheduler')
+        for i in range(1, workers + 1):
             start(['worker', '--scheduler-file', scheduler_file, '--host', '127.0.0.1', '--nthreads', '1', '--no-dashboard',
-                   '--name', name, '--local-directory', tmp_path/name], tmp_path/name)
+                   '--name', f'worker{i}', '--local-directory', folder/f'worker{i}'], folder/f'worker{i}')
         deadline = time.monotonic() + 60
         while not scheduler_file.is_file():
             assert time.monotonic() < deadline and all(p.poll() is None for p in started), 'the scheduler did not start'
             time.sleep(0.2)
-        address = json.loads(scheduler_file.read_text())['address']
-        with distributed.Client(address, timeout=60) as client: client.wait_for_workers(2, timeout=60)
-        yield address
+        yield json.loads(scheduler_file.read_text())['address']
     finally:
         for process in started: process.terminate()
         for process in started:
             try: process.wait(timeout=30)
             except subprocess.TimeoutExpired: process.kill(); process.wait()
+
+
+@pytest.fixture
+def dask_cluster(tmp_path):
+    distributed = pytest.importorskip('distributed')
+    with cluster(tmp_path, 2) as address:
+        with distributed.Client(address, timeout=60) as client: client.wait_for_workers(2, timeout=60)
+        yield address
 
 
 def test_batch_on_a_cluster_of_separate_processes(local_batch, dask_cluster, tmp_path):
@@ -197,3 +204,43 @@ def test_a_killed_batch_resumes_and_leaves_no_temporary_files(tmp_path, real_dat
     assert sorted(r['status'] for r in rows) == ['done', 'skipped']
     leftovers = [p.name for p in (tmp_path/'out').rglob('*') if p.name.startswith('.') or p.suffix in ('.tmp', '.partial')]
     assert leftovers == []
+
+
+def openssl_certificates(folder: Path, name: str = 'fashion-nb') -> dict:
+    "A certificate authority and one certificate signed by it, made with the batch page's own openssl recipe."
+    folder.mkdir()
+    for command in (f'req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN={name}-CA -keyout ca.key -out ca.pem',
+                    f'req -newkey rsa:2048 -nodes -subj /CN={name} -keyout node.key -out node.csr',
+                    'x509 -req -in node.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -out node.pem'):
+        subprocess.run(['openssl', *command.split()], cwd=folder, check=True, capture_output=True)
+    return {'ca_file': folder/'ca.pem', 'cert': folder/'node.pem', 'key': folder/'node.key'}
+
+
+@pytest.mark.skipif(shutil.which('openssl') is None, reason='openssl makes the test certificates; not on the PATH here')
+def test_a_tls_cluster_runs_the_batch_and_refuses_clients_without_its_certificates(tmp_path, real_data_available):
+    distributed = pytest.importorskip('distributed')
+    from fashion_nb.batch import cluster_security
+    own = openssl_certificates(tmp_path/'certificates')
+    options = ['--protocol', 'tls', '--tls-ca-file', own['ca_file'], '--tls-cert', own['cert'], '--tls-key', own['key']]
+    with cluster(tmp_path, 1, options) as address:
+        assert address.startswith('tls://127.0.0.1:')
+        rows = run_batch({'seed': [0, 1], **SMALL}, tmp_path/'out', scheduler=address, security=cluster_security(**own),
+                         progress=False)
+        assert [r['status'] for r in rows] == ['done', 'done']
+        assert all((tmp_path/'out'/r['run']/'metrics.json').is_file() for r in rows)
+        other = openssl_certificates(tmp_path/'other', 'intruder')  # a certificate from another authority
+        for security in (None, cluster_security(**other)):
+            with pytest.raises((OSError, TypeError, ValueError)):  # no TLS context, or a handshake the scheduler refuses
+                distributed.Client(address, security=security, timeout=5)
+        with pytest.raises(OSError):  # plain tcp to the TLS port
+            distributed.Client(address.replace('tls://', 'tcp://'), timeout=5)
+
+
+def test_a_yaml_tag_that_builds_an_object_is_refused(tmp_path):
+    "yaml.safe_load: the tag below would call a function with full yaml.load."
+    marker = tmp_path/'ran'
+    (tmp_path/'grid.yml').write_text(f'lr: !!python/object/apply:pathlib.Path.touch [!!python/object/apply:pathlib.Path ["{marker}"]]\n')
+    with pytest.raises(ParamError) as info:
+        parse_grid(yaml_file=tmp_path/'grid.yml')
+    assert str(info.value) == f"{tmp_path/'grid.yml'}: cannot read the parameter file (ConstructorError); check the path and its YAML"
+    assert not marker.exists()

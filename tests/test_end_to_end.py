@@ -1,4 +1,5 @@
 "The end-to-end notebook under papermill: a small real run, bad parameters, and the `fashion-nb run` command."
+import ast
 import errno
 import json
 import re
@@ -202,3 +203,18 @@ def test_a_failed_cell_is_not_retried(tmp_path, execute_calls):
         run_end_to_end(tmp_path, {**TINY_RUN, 'epochs': 0}, progress=False)
     assert len(execute_calls.calls) == 1 and execute_calls.waits == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ['end_to_end.ipynb']  # the executed notebook, with the error
+
+
+def test_a_string_parameter_reaches_the_notebook_as_a_literal(tmp_path):
+    "papermill writes parameters as Python literals: code inside a string value is never run."
+    marker = tmp_path/'ran'
+    hostile = f"\"); import pathlib; pathlib.Path({str(marker)!r}).touch(); (\""
+    with pytest.raises(PapermillExecutionError) as info:
+        papermill.execute_notebook(str(NOTEBOOK), str(tmp_path/'out.ipynb'), parameters={'data_dir': hostile},
+                                   kernel_name='python3', progress_bar=False, cwd=str(project_root()))
+    assert info.value.ename == 'ParamError' and 'is not a readable folder' in info.value.evalue
+    assert not marker.exists()
+    injected = next(c for c in nbformat.read(tmp_path/'out.ipynb', as_version=4).cells
+                    if 'injected-parameters' in c.metadata.get('tags', []))
+    assigned = {node.targets[0].id: ast.literal_eval(node.value) for node in ast.parse(injected.source).body}
+    assert assigned['data_dir'] == hostile  # one string literal, the value as given

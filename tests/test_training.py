@@ -1,4 +1,6 @@
 "Seeded determinism and the checkpoint round trip, on a small real subset."
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -65,3 +67,17 @@ def test_unreadable_checkpoint(tmp_path):
     (tmp_path/'bad.pt').write_bytes(b'\x80\x04not a checkpoint')
     with pytest.raises(CheckpointError, match='not a fashion_nb checkpoint'):
         load_checkpoint(tmp_path/'bad.pt')
+
+
+def test_a_checkpoint_carrying_a_pickled_callable_is_refused(tmp_path):
+    "torch.load(weights_only=True): unpickling the function below would hand an attacker a call."
+    marker = tmp_path/'ran'
+    class Trap:
+        def __reduce__(self): return (Path.touch, (marker,))
+    path = save_checkpoint(tmp_path/'model.pt', Network())
+    checkpoint = torch.load(path, weights_only=True)
+    torch.save({**checkpoint, 'hparams': {'trap': Trap()}}, path)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert str(info.value) == f"{path}: not a fashion_nb checkpoint (UnpicklingError); train and save it again"
+    assert not marker.exists()
