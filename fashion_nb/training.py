@@ -169,12 +169,12 @@ def fit(model: nn.Module,
         history.append({**record, 'seconds': time.perf_counter() - start})
     return history
 
-# %% ../nbs/02_training.ipynb #64891f15
+# %% ../nbs/02_training.ipynb #80ede953
 def library_versions() -> dict:
     "Versions of Python and of the libraries a result depends on."
-    import torchvision
+    from importlib.metadata import version  # torchvision's version without importing it: two seconds a run
     import fashion_nb
-    versions = {'python': platform.python_version(), 'torch': torch.__version__, 'torchvision': torchvision.__version__,
+    versions = {'python': platform.python_version(), 'torch': torch.__version__, 'torchvision': version('torchvision'),
                 'numpy': np.__version__, 'fashion_nb': fashion_nb.__version__}
     return {k: str(v) for k, v in versions.items()}  # torch's version is a str subclass that weights_only loading refuses
 

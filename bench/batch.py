@@ -1,0 +1,120 @@
+"""Benchmark: a grid of small runs, once with the papermill command run N at a time, once with `fashion-nb batch`.
+
+    python bench/batch.py [--workers 2] [--out bench/results/batch.json]
+
+Both sides run the same notebook with the same parameters and the same parallelism: each papermill command gets
+`threads` as each batch run does, and `val_size 0` because the notebook's own default is 0. The claim is the ratio of
+the two wall times, measured in one run on one machine. The per-run overhead is the wall time a run costs a worker
+(wall time x workers / runs) less the training seconds the run recorded itself.
+"""
+import argparse
+import datetime
+import itertools
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from fashion_nb.core import project_root, write_json
+from fashion_nb.run import END_TO_END
+from fashion_nb.training import library_versions
+
+GRID = {'lr': [0.001, 0.003, 0.01, 0.03], 'seed': [0, 1], 'limit': [1000], 'epochs': [1], 'val_size': [0]}
+BIN = Path(sys.executable).parent
+
+
+def papermill_loop(runs: list[dict], out: Path, workers: int, threads: int) -> float:
+    "The papermill command, `workers` at a time (as `xargs -P`), one output folder a run; returns the wall seconds."
+    def one(i_params):
+        i, params = i_params
+        folder = out/f'run{i}'
+        folder.mkdir(parents=True)
+        arguments = [a for name, value in {**params, 'threads': threads, 'quiet': True, 'out_dir': str(folder)}.items()
+                     for a in ('-p', name, str(value))]
+        subprocess.run([BIN/'papermill', project_root()/END_TO_END, folder/'end_to_end.ipynb', '-k', 'python3',
+                        '--no-progress-bar', *arguments], check=True, capture_output=True, cwd=project_root())
+    start = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool: list(pool.map(one, enumerate(runs)))
+    return time.perf_counter() - start
+
+
+def fashion_nb_batch(out: Path, workers: int) -> float:
+    "`fashion-nb batch` over the same grid; returns the wall seconds."
+    arguments = [a for name, values in GRID.items() for a in ('-p', name, ','.join(map(str, values)))]
+    start = time.perf_counter()
+    subprocess.run([BIN/'fashion-nb', 'batch', *arguments, '--workers', str(workers), '--no-progress', '--out', out],
+                   check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def training_seconds(folder: Path) -> list[float]:
+    return [json.loads(p.read_text())['seconds']['train'] for p in sorted(folder.glob('*/metrics.json'))]
+
+
+STAGES = {'import': 'imports', 'params = check_params': 'checking the parameters', 'train_all = load_split': 'data',
+          'seed_everything': 'training', 'if len(history)': 'learning curve', 'image, label': 'one image',
+          'predict_started': 'predicting both splits', 'test_preds': 'confusion matrix and its figure',
+          'metrics = {': 'writing metrics.json and model.pt'}
+
+
+def where_the_seconds_go(folder: Path) -> dict:
+    "Mean seconds of each stage of the batch's runs, from papermill's timing of every cell; the rest is kernel and papermill."
+    stages = {}
+    for path in sorted(folder.glob('*/end_to_end.ipynb')):
+        nb = json.loads(path.read_text())
+        cells = 0.0
+        for cell in nb['cells']:
+            seconds = cell.get('metadata', {}).get('papermill', {}).get('duration') or 0.0
+            stage = next((name for start, name in STAGES.items() if ''.join(cell['source']).startswith(start)), 'other cells')
+            stages.setdefault(stage, []).append(seconds)
+            cells += seconds
+        stages.setdefault('kernel start and papermill, outside the cells', []).append(nb['metadata']['papermill']['duration'] - cells)
+    runs = len(list(folder.glob('*/end_to_end.ipynb')))
+    return {stage: sum(values) / runs for stage, values in stages.items()}
+
+
+if __name__ == '__main__':
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--workers', type=int, default=2)
+    parser.add_argument('--out', default=str(Path(__file__).resolve().parent/'results'/'batch.json'))
+    args = parser.parse_args()
+    runs = [dict(zip(GRID, values)) for values in itertools.product(*GRID.values())]
+    threads = max(1, (os.cpu_count() or 1) // args.workers)
+    scratch = Path(tempfile.mkdtemp(prefix='fashion_nb-bench-'))
+    try:
+        print(f"bench-batch: {len(runs)} runs with the papermill command, {args.workers} at a time ...", file=sys.stderr, flush=True)
+        papermill_seconds = papermill_loop(runs, scratch/'papermill', args.workers, threads)
+        print(f"bench-batch: the same {len(runs)} runs with fashion-nb batch ...", file=sys.stderr, flush=True)
+        batch_seconds = fashion_nb_batch(scratch/'batch', args.workers)
+        trained = {'papermill': training_seconds(scratch/'papermill'), 'batch': training_seconds(scratch/'batch')}
+        stages = where_the_seconds_go(scratch/'batch')
+        complete = all(sorted(p.name for p in run.iterdir() if not p.name.startswith('.')) ==
+                       ['confusion_matrix.png', 'end_to_end.ipynb', 'kernel.log', 'metrics.json', 'model.pt']
+                       for run in (scratch/'batch').iterdir() if run.is_dir())
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    assert len(trained['batch']) == len(trained['papermill']) == len(runs), trained
+    overhead = {side: seconds * args.workers / len(runs) - statistics.mean(trained[side])
+                for side, seconds in (('papermill', papermill_seconds), ('batch', batch_seconds))}
+    ratios = {'batch_speedup_vs_papermill': papermill_seconds / batch_seconds}
+    print(f"papermill command, {args.workers} at a time: {papermill_seconds:.1f} s ({overhead['papermill']:.1f} s of overhead a run)")
+    print(f"fashion-nb batch, {args.workers} workers:      {batch_seconds:.1f} s ({overhead['batch']:.1f} s of overhead a run)")
+    print(f"batch {ratios['batch_speedup_vs_papermill']:.2f}x faster; every batch run's files complete: {complete}")
+    write_json(args.out, {
+        'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+        'settings': {'grid': GRID, 'runs': len(runs), 'workers': args.workers, 'threads_per_run': threads},
+        'machine': {'platform': platform.platform(), 'processor': platform.processor() or platform.machine(),
+                    'cpus': os.cpu_count()},
+        'versions': library_versions(),
+        'seconds': {'papermill': papermill_seconds, 'batch': batch_seconds},
+        'training_seconds_mean': {side: statistics.mean(v) for side, v in trained.items()},
+        'per_run_overhead_seconds': overhead['batch'], 'papermill_per_run_overhead_seconds': overhead['papermill'],
+        'seconds_per_run_by_stage': stages, 'runs_complete': complete, 'ratios': ratios})
+    print(f"bench-batch: results in {args.out}", file=sys.stderr)
