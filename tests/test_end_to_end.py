@@ -161,7 +161,11 @@ def execute_calls(monkeypatch):
         return real(*args, **{**kwargs, 'kernel_name': counted.kernel or kwargs['kernel_name']})
     counted.failing, counted.kernel, counted.calls, counted.waits = 0, None, calls, waits
     monkeypatch.setattr(papermill, 'execute_notebook', counted)
-    monkeypatch.setattr(time, 'sleep', waits.append)
+    real_sleep = time.sleep
+    def backoff(seconds):  # the retries' waits are recorded, not slept; subprocess's own short polling sleeps still happen
+        if seconds >= 1: waits.append(seconds)
+        else: real_sleep(seconds)
+    monkeypatch.setattr(time, 'sleep', backoff)
     return counted
 
 
@@ -187,14 +191,16 @@ def test_a_kernel_that_never_starts_gives_up_with_one_line(tmp_path, execute_cal
 
 
 def test_a_start_failure_is_told_from_what_papermill_writes(tmp_path, execute_calls):
-    "papermill writes the notebook, every cell pending, then fails to start the kernel: that is a start failure too."
+    "Real papermill failing to start a kernel (there is none of that name) is a start failure: retried, then one line."
     execute_calls.kernel = 'no-such-kernel'
     with pytest.raises(RunError) as info:
         run_end_to_end(tmp_path, TINY_RUN, progress=False, start_attempts=2)
     assert str(info.value) == 'kernel did not start after 2 attempts: NoSuchKernel: No such kernel named no-such-kernel'
     assert len(execute_calls.calls) == 2 and execute_calls.waits == [1]
-    executed = nbformat.read(tmp_path/'end_to_end.ipynb', as_version=4)  # what the last try wrote, moved into place
-    assert all(c.execution_count is None for c in executed.cells if c.cell_type == 'code')
+    assert not (tmp_path/'metrics.json').exists() and not list(tmp_path.glob('.*'))  # nothing looks finished, nothing half-written
+    if (tmp_path/'end_to_end.ipynb').exists():  # papermill saves only at the start and the end now: if it saved, nothing ran
+        executed = nbformat.read(tmp_path/'end_to_end.ipynb', as_version=4)
+        assert all(c.execution_count is None for c in executed.cells if c.cell_type == 'code')
 
 
 def test_a_failed_cell_is_not_retried(tmp_path, execute_calls):
@@ -218,3 +224,25 @@ def test_a_string_parameter_reaches_the_notebook_as_a_literal(tmp_path):
                     if 'injected-parameters' in c.metadata.get('tags', []))
     assigned = {node.targets[0].id: ast.literal_eval(node.value) for node in ast.parse(injected.source).body}
     assert assigned['data_dir'] == hostile  # one string literal, the value as given
+
+
+def test_a_kept_kernel_gives_each_run_a_fresh_state(tmp_path, real_data_available):
+    "Batch workers reuse one kernel: a run after another in it gives what it gives in a new kernel, number for number."
+    from fashion_nb.run import WarmKernel
+    common = {'epochs': 1, 'limit': 1000, 'threads': 1, 'quiet': True}
+    kernel = WarmKernel()
+    try:
+        first = run_end_to_end(tmp_path/'first', {**common, 'seed': 1, 'lr': 0.03, 'deterministic': True}, progress=False, kernel=kernel)
+        assert kernel.evaluate("'history' in globals()") == 'True'  # the first run's names, until the next reset
+        kernel.reset()
+        assert kernel.evaluate("'history' in globals()") == 'False'
+        assert kernel.evaluate("__import__('torch').are_deterministic_algorithms_enabled()") == 'False'
+        assert kernel.evaluate("__import__('torch').get_num_threads()") == str(kernel.threads)
+        second = run_end_to_end(tmp_path/'second', {**common, 'seed': 2}, progress=False, kernel=kernel)
+    finally:
+        kernel.shutdown()
+    alone = run_end_to_end(tmp_path/'alone', {**common, 'seed': 2}, progress=False)
+    assert (first['kernel_runs'], second['kernel_runs'], alone['kernel_runs']) == (1, 2, 1)
+    def results(m): return {**{k: m[k] for k in ('train_accuracy', 'test_accuracy', 'confusion_matrix', 'threads')},
+                            'history': [{k: v for k, v in h.items() if k != 'seconds'} for h in m['history']]}
+    assert results(second) == results(alone)
