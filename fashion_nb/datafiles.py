@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .core import FashionNBError, atomic_path, checkout_root, shown_path
+from .core import FashionNBError, atomic_path, checkout_root
 
 # %% auto #0
 __all__ = ['SPLITS', 'ALL_FILES', 'ENV_VAR', 'SYSTEM_DATA_DIR', 'FIX_HINT', 'N_CLASSES', 'DataError', 'DataNotFoundError',

@@ -84,7 +84,7 @@ def test_rerun_skips_finished_runs_and_force_reruns(local_batch):
 @contextlib.contextmanager
 def cluster(folder: Path, workers: int, options: list = ()):
     "A scheduler and workers started with the `dask` command as separate processes on 127.0.0.1, each in a folder of its own."
-    distributed = pytest.importorskip('distributed')
+    pytest.importorskip('distributed')
     dask, started = Path(sys.executable).parent/'dask', []
     def start(arguments, where):
         where.mkdir(exist_ok=True)
