@@ -45,13 +45,28 @@ def papermill_loop(runs: list[dict], out: Path, workers: int, threads: int) -> f
     return time.perf_counter() - start
 
 
-def fashion_nb_batch(out: Path, workers: int) -> float:
-    "`fashion-nb batch` over the same grid; returns the wall seconds."
+def fashion_nb_batch(out: Path, workers: int) -> tuple[float, float]:
+    "`fashion-nb batch` over the same grid; returns the wall seconds and the clock time it started at."
     arguments = [a for name, values in GRID.items() for a in ('-p', name, ','.join(map(str, values)))]
-    start = time.perf_counter()
+    started_at, start = time.time(), time.perf_counter()
     subprocess.run([BIN/'fashion-nb', 'batch', *arguments, '--workers', str(workers), '--no-progress', '--out', out],
                    check=True, capture_output=True)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, started_at
+
+
+def where_the_batch_goes(folder: Path, started_at: float, seconds: float, workers: int) -> dict:
+    "The batch's wall seconds in four parts: until its first run starts, running notebooks, between runs, after the last."
+    spans = []
+    for path in folder.glob('*/end_to_end.ipynb'):
+        meta = json.loads(path.read_text())['metadata']['papermill']
+        spans.append((datetime.datetime.fromisoformat(meta['start_time']).timestamp(),
+                      datetime.datetime.fromisoformat(meta['end_time']).timestamp()))
+    before = min(start for start, _ in spans) - started_at
+    after = started_at + seconds - max(end for _, end in spans)
+    running = sum(end - start for start, end in spans) / workers  # a worker's share: the workers run side by side
+    return {'starting: the command, its workers and their kernels': before, 'running notebooks': running,
+            'between runs: reset, bookkeeping, idle workers': seconds - before - after - running,
+            'finishing: tables, figures, shutting down': after}
 
 
 def training_seconds(folder: Path) -> list[float]:
@@ -92,9 +107,10 @@ if __name__ == '__main__':
         print(f"bench-batch: {len(runs)} runs with the papermill command, {args.workers} at a time ...", file=sys.stderr, flush=True)
         papermill_seconds = papermill_loop(runs, scratch/'papermill', args.workers, threads)
         print(f"bench-batch: the same {len(runs)} runs with fashion-nb batch ...", file=sys.stderr, flush=True)
-        batch_seconds = fashion_nb_batch(scratch/'batch', args.workers)
+        batch_seconds, batch_started_at = fashion_nb_batch(scratch/'batch', args.workers)
         trained = {'papermill': training_seconds(scratch/'papermill'), 'batch': training_seconds(scratch/'batch')}
         stages = where_the_seconds_go(scratch/'batch')
+        phases = where_the_batch_goes(scratch/'batch', batch_started_at, batch_seconds, args.workers)
         complete = all(sorted(p.name for p in run.iterdir() if not p.name.startswith('.')) ==
                        ['confusion_matrix.png', 'end_to_end.ipynb', 'kernel.log', 'metrics.json', 'model.pt']
                        for run in (scratch/'batch').iterdir() if run.is_dir())
@@ -107,6 +123,7 @@ if __name__ == '__main__':
     print(f"papermill command, {args.workers} at a time: {papermill_seconds:.1f} s ({overhead['papermill']:.1f} s of overhead a run)")
     print(f"fashion-nb batch, {args.workers} workers:      {batch_seconds:.1f} s ({overhead['batch']:.1f} s of overhead a run)")
     print(f"batch {ratios['batch_speedup_vs_papermill']:.2f}x faster; every batch run's files complete: {complete}")
+    for phase, seconds in phases.items(): print(f"  {phase:<55} {seconds:5.1f} s")
     write_json(args.out, {
         'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
         'settings': {'grid': GRID, 'runs': len(runs), 'workers': args.workers, 'threads_per_run': threads},
@@ -116,5 +133,5 @@ if __name__ == '__main__':
         'seconds': {'papermill': papermill_seconds, 'batch': batch_seconds},
         'training_seconds_mean': {side: statistics.mean(v) for side, v in trained.items()},
         'per_run_overhead_seconds': overhead['batch'], 'papermill_per_run_overhead_seconds': overhead['papermill'],
-        'seconds_per_run_by_stage': stages, 'runs_complete': complete, 'ratios': ratios})
+        'seconds_per_run_by_stage': stages, 'batch_seconds_by_phase': phases, 'runs_complete': complete, 'ratios': ratios})
     print(f"bench-batch: results in {args.out}", file=sys.stderr)

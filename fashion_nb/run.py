@@ -177,11 +177,12 @@ def _kernel_config():
 class WarmKernel:
     "A kernel started once for several runs: the heavy imports paid once, the namespace and global switches reset before each run."
     PRELOAD = ("import torch, torch._dynamo, matplotlib.pyplot, sklearn.metrics\n"  # the imports every run pays for
-               "import fashion_nb.confusion, fashion_nb.inference, fashion_nb.run, fashion_nb.training")
-    RESET = ("%reset -f\n"  # every name a run defined
-             "import gc, matplotlib.pyplot, torch\n"
+               "import fashion_nb.confusion, fashion_nb.inference, fashion_nb.run, fashion_nb.training\n"
+               "import gc; gc.freeze()\n"  # what the imports made lives as long as the kernel: each collection skips it
+               "%reset -f")  # the first run finds no names either
+    RESET = ("import matplotlib.pyplot, torch\n"
              "matplotlib.pyplot.close('all'); torch.use_deterministic_algorithms(False); torch.set_num_threads({threads})\n"
-             "gc.collect()\n%reset -f")
+             "%reset -f")  # every name, these included; it ends with a garbage collection
 
     def __init__(self, start_timeout: int = 60):
         from jupyter_client.manager import AsyncKernelManager  # the kind papermill's client drives, timeouts included
@@ -194,7 +195,7 @@ class WarmKernel:
         self._preloading.start()
 
     def _preload(self):
-        try: self.threads = int(self._execute(self.PRELOAD, {'threads': 'torch.get_num_threads()'})['threads'])
+        try: self.threads = int(self._execute(self.PRELOAD, {'threads': '__import__("torch").get_num_threads()'})['threads'])
         except Exception as e: self._preload_error = e
 
     def _ready(self):
@@ -204,13 +205,19 @@ class WarmKernel:
 
     def _execute(self, code: str, expressions: dict | None = None) -> dict:
         "Run `code` in the kernel; the values of `expressions` afterwards, as text."
+        from queue import Empty
         client = self.manager.client()
-        client.start_channels()
+        client.start_channels(iopub=False, stdin=False, control=False)  # the reply is all it needs: no wait for output to settle
         try:
-            self._sync(client.wait_for_ready)(timeout=self.start_timeout)
-            reply = self._sync(client.execute_interactive)(code, user_expressions=expressions or {}, timeout=self.start_timeout,
-                                                           output_hook=lambda message: None)['content']
+            msg_id = client.execute(code, user_expressions=expressions or {}, allow_stdin=False)
+            deadline = time.monotonic() + self.start_timeout
+            while True:  # the reply to this request, past any left from an earlier one
+                reply = self._sync(client.get_shell_msg)(timeout=max(0.1, deadline - time.monotonic()))
+                if reply['parent_header'].get('msg_id') == msg_id: break
+        except Empty:
+            raise RunError(f"the kept kernel did not answer within {self.start_timeout} s") from None
         finally: client.stop_channels()
+        reply = reply['content']
         if reply['status'] != 'ok': raise RunError(f"the kept kernel failed: {reply.get('ename')}: {reply.get('evalue')}")
         return {k: v['data']['text/plain'] for k, v in reply.get('user_expressions', {}).items()}
 

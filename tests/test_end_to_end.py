@@ -232,6 +232,7 @@ def test_a_kept_kernel_gives_each_run_a_fresh_state(tmp_path, real_data_availabl
     common = {'epochs': 1, 'limit': 1000, 'threads': 1, 'quiet': True}
     kernel = WarmKernel()
     try:
+        assert kernel.evaluate("[name for name in ('torch', 'sklearn', 'gc') if name in globals()]") == '[]'  # imported, not named
         first = run_end_to_end(tmp_path/'first', {**common, 'seed': 1, 'lr': 0.03, 'deterministic': True}, progress=False, kernel=kernel)
         assert kernel.evaluate("'history' in globals()") == 'True'  # the first run's names, until the next reset
         kernel.reset()
