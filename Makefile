@@ -45,6 +45,7 @@ export: setup
 
 bench: setup
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/step.py
 
 bench-batch: setup
 	$(BIN)/python bench/batch.py

@@ -7,6 +7,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -161,9 +162,9 @@ def execute_calls(monkeypatch):
         return real(*args, **{**kwargs, 'kernel_name': counted.kernel or kwargs['kernel_name']})
     counted.failing, counted.kernel, counted.calls, counted.waits = 0, None, calls, waits
     monkeypatch.setattr(papermill, 'execute_notebook', counted)
-    real_sleep = time.sleep
-    def backoff(seconds):  # the retries' waits are recorded, not slept; subprocess's own short polling sleeps still happen
-        if seconds >= 1: waits.append(seconds)
+    real_sleep, this_thread = time.sleep, threading.current_thread()
+    def backoff(seconds):  # the retries' waits are recorded, not slept; short polls and other threads' sleeps still happen
+        if seconds >= 1 and threading.current_thread() is this_thread: waits.append(seconds)
         else: real_sleep(seconds)
     monkeypatch.setattr(time, 'sleep', backoff)
     return counted
