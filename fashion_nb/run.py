@@ -24,7 +24,8 @@ from .core import DeviceError, FashionNBError, checkout_root, project_root, writ
 
 # %% auto #0
 __all__ = ['END_TO_END', 'PACKAGED_END_TO_END', 'ParamError', 'check_params', 'end_to_end_notebook', 'RunError', 'parse_value',
-           'notebook_parameters', 'check_names', 'run_fingerprint', 'stale_reason', 'WarmKernel', 'run_end_to_end']
+           'notebook_parameters', 'check_names', 'run_fingerprint', 'stale_reason', 'kernel_config', 'WarmKernel',
+           'run_end_to_end']
 
 # %% ../nbs/12_run.ipynb #a634b105
 class ParamError(FashionNBError, ValueError):
@@ -168,7 +169,7 @@ def stale_reason(recorded: dict | None,  # the fingerprint a finished run record
     return None
 
 # %% ../nbs/12_run.ipynb #6be083be
-def _kernel_config():
+def kernel_config():
     "Ask for an encrypted channel to the kernel where ZeroMQ can do it; ipykernel warns on every start otherwise."
     import zmq
     from traitlets.config import Config
@@ -187,7 +188,7 @@ class WarmKernel:
     def __init__(self, start_timeout: int = 60):
         from jupyter_client.manager import AsyncKernelManager  # the kind papermill's client drives, timeouts included
         from jupyter_client.utils import run_sync
-        self.manager, self._sync = AsyncKernelManager(kernel_name='python3', config=_kernel_config()), run_sync
+        self.manager, self._sync = AsyncKernelManager(kernel_name='python3', config=kernel_config()), run_sync
         run_sync(self.manager.start_kernel)(cwd=str(project_root()))
         self.start_timeout, self.runs, self._preload_error = start_timeout, 0, None
         # the imports run in the kernel while this process goes on (a batch worker reads the notebook meanwhile)
@@ -275,7 +276,7 @@ def run_end_to_end(out_dir: Path | str,  # the folder for the executed notebook 
             papermill.execute_notebook(str(notebook or end_to_end_notebook()), str(partial),
                                        parameters={**parameters, 'out_dir': str(out_dir)}, kernel_name='python3',
                                        progress_bar=progress, cwd=str(project_root()), execution_timeout=timeout,
-                                       start_timeout=start_timeout, config=_kernel_config(),
+                                       start_timeout=start_timeout, config=kernel_config(),
                                        request_save_on_cell_execute=False,  # saved at the start and the end, not after every cell
                                        **({'km': kernel.manager} if kernel is not None else {}))
             break

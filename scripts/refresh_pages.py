@@ -20,7 +20,7 @@ from nbclient import NotebookClient
 from nbconvert.preprocessors import CoalesceStreamsPreprocessor
 
 from fashion_nb.core import atomic_path
-from fashion_nb.run import _kernel_config  # the encrypted kernel channel papermill runs get, and no warning about it
+from fashion_nb.run import kernel_config  # the encrypted kernel channel papermill runs get, and no warning about it
 
 ROOT = Path(__file__).resolve().parent.parent
 NBS = ROOT/'nbs'
@@ -68,7 +68,7 @@ def execute(path: Path):
     "Run a notebook in nbs/ from top to bottom and store its outputs in it."
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=900, kernel_name='python3', resources={'metadata': {'path': str(NBS)}},
-                   config=_kernel_config()).execute()
+                   config=kernel_config()).execute()
     write(without_progress(nb), path)
     print(f"{path.name}: executed")
 
