@@ -54,11 +54,16 @@ def fashion_nb_batch(out: Path, workers: int) -> tuple[float, float]:
     return time.perf_counter() - start, started_at
 
 
-def where_the_batch_goes(folder: Path, started_at: float, seconds: float, workers: int) -> dict:
+def executed_notebooks(folder: Path) -> list[dict]:
+    "The executed notebook of every run in a batch folder, read once for both analyses below."
+    return [json.loads(path.read_text()) for path in sorted(folder.glob('*/end_to_end.ipynb'))]
+
+
+def where_the_batch_goes(notebooks: list[dict], started_at: float, seconds: float, workers: int) -> dict:
     "The batch's wall seconds in four parts: until its first run starts, running notebooks, between runs, after the last."
     spans = []
-    for path in folder.glob('*/end_to_end.ipynb'):
-        meta = json.loads(path.read_text())['metadata']['papermill']
+    for nb in notebooks:
+        meta = nb['metadata']['papermill']
         spans.append((datetime.datetime.fromisoformat(meta['start_time']).timestamp(),
                       datetime.datetime.fromisoformat(meta['end_time']).timestamp()))
     before = min(start for start, _ in spans) - started_at
@@ -79,11 +84,10 @@ STAGES = {'import': 'imports', 'params = check_params': 'checking the parameters
           'metrics = {': 'writing metrics.json and model.pt'}
 
 
-def where_the_seconds_go(folder: Path) -> dict:
+def where_the_seconds_go(notebooks: list[dict]) -> dict:
     "Mean seconds of each stage of the batch's runs, from papermill's timing of every cell; the rest is kernel and papermill."
     stages = {}
-    for path in sorted(folder.glob('*/end_to_end.ipynb')):
-        nb = json.loads(path.read_text())
+    for nb in notebooks:
         cells = 0.0
         for cell in nb['cells']:
             seconds = cell.get('metadata', {}).get('papermill', {}).get('duration') or 0.0
@@ -91,8 +95,7 @@ def where_the_seconds_go(folder: Path) -> dict:
             stages.setdefault(stage, []).append(seconds)
             cells += seconds
         stages.setdefault('kernel start and papermill, outside the cells', []).append(nb['metadata']['papermill']['duration'] - cells)
-    runs = len(list(folder.glob('*/end_to_end.ipynb')))
-    return {stage: sum(values) / runs for stage, values in stages.items()}
+    return {stage: sum(values) / len(notebooks) for stage, values in stages.items()}
 
 
 if __name__ == '__main__':
@@ -109,8 +112,9 @@ if __name__ == '__main__':
         print(f"bench-batch: the same {len(runs)} runs with fashion-nb batch ...", file=sys.stderr, flush=True)
         batch_seconds, batch_started_at = fashion_nb_batch(scratch/'batch', args.workers)
         trained = {'papermill': training_seconds(scratch/'papermill'), 'batch': training_seconds(scratch/'batch')}
-        stages = where_the_seconds_go(scratch/'batch')
-        phases = where_the_batch_goes(scratch/'batch', batch_started_at, batch_seconds, args.workers)
+        notebooks = executed_notebooks(scratch/'batch')
+        stages = where_the_seconds_go(notebooks)
+        phases = where_the_batch_goes(notebooks, batch_started_at, batch_seconds, args.workers)
         complete = all(sorted(p.name for p in run.iterdir() if not p.name.startswith('.')) ==
                        ['confusion_matrix.png', 'end_to_end.ipynb', 'kernel.log', 'metrics.json', 'model.pt']
                        for run in (scratch/'batch').iterdir() if run.is_dir())

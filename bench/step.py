@@ -13,7 +13,6 @@ import datetime
 import os
 import platform
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -27,15 +26,11 @@ from fashion_nb.inference import get_all_preds
 from fashion_nb.model import Network
 from fashion_nb.training import adam, library_versions, train_epoch
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # its neighbours, also when loaded by path from a page
+from run import spread  # noqa: E402
+from train_predict import TutorialNetwork, tutorial_epoch  # noqa: E402
+
 STEPS, BATCH_SIZE, LR = 50, 100, 0.01
-
-
-class ReluThenPool(Network):
-    "The forward the tutorial wrote: ReLU, then pool."
-    def forward(self, t):
-        t = F.max_pool2d(F.relu(self.conv1(t)), kernel_size=2, stride=2)
-        t = F.max_pool2d(F.relu(self.conv2(t)), kernel_size=2, stride=2)
-        return self.out(F.relu(self.fc2(F.relu(self.fc1(t.reshape(-1, 192))))))
 
 
 class PoolThenRelu(Network):
@@ -46,84 +41,71 @@ class PoolThenRelu(Network):
         return self.out(F.relu(self.fc2(F.relu(self.fc1(t.reshape(-1, 192))))))
 
 
-def tutorial_loop(model, optimizer, batches):
-    "The tutorial's loop body: it reads the loss and the number correct after every batch."
-    for images, labels in batches:
-        preds = model(images)
-        loss = F.cross_entropy(preds, labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        loss.item(), preds.argmax(dim=1).eq(labels).sum().item()
-
-
-def fashion_nb_loop(model, optimizer, batches): train_epoch(model, batches, optimizer)
+def from_weights(cls, weights, channels_last: bool) -> Network:
+    "A network of class `cls` holding `weights`, in the layout asked for."
+    model = cls()
+    model.load_state_dict(weights)
+    return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
 def training_variants(weights):
-    "name -> (model, optimizer, loop); each adds one change to the one before."
-    def model(cls, channels_last):
-        m = cls()
-        m.load_state_dict(weights)
-        return m.to(memory_format=torch.channels_last) if channels_last else m
+    "name -> (model, optimizer, epoch function); each adds one change to the one before."
     variants = {}
-    m = model(ReluThenPool, False); variants['tutorial step'] = (m, torch.optim.Adam(m.parameters(), lr=LR), tutorial_loop)
-    m = model(ReluThenPool, False); variants['+ sums read every 50 batches'] = (m, torch.optim.Adam(m.parameters(), lr=LR), fashion_nb_loop)
-    m = model(ReluThenPool, True); variants['+ channels-last layout'] = (m, torch.optim.Adam(m.parameters(), lr=LR), fashion_nb_loop)
-    m = model(ReluThenPool, True); variants['+ fused Adam'] = (m, adam(m.parameters(), LR), fashion_nb_loop)
-    m = model(Network, True); variants['+ pool before ReLU (fashion_nb)'] = (m, adam(m.parameters(), LR), fashion_nb_loop)
+    m = from_weights(TutorialNetwork, weights, False)
+    variants['tutorial step'] = (m, torch.optim.Adam(m.parameters(), lr=LR), tutorial_epoch)
+    m = from_weights(TutorialNetwork, weights, False)
+    variants['+ sums read every 50 batches'] = (m, torch.optim.Adam(m.parameters(), lr=LR), train_epoch)
+    m = from_weights(TutorialNetwork, weights, True)
+    variants['+ channels-last layout'] = (m, torch.optim.Adam(m.parameters(), lr=LR), train_epoch)
+    m = from_weights(TutorialNetwork, weights, True)
+    variants['+ fused Adam'] = (m, adam(m.parameters(), LR), train_epoch)
+    m = from_weights(Network, weights, True)
+    variants['+ pool before ReLU (fashion_nb)'] = (m, adam(m.parameters(), LR), train_epoch)
     return variants
 
 
 def prediction_variants(weights):
-    def model(cls, channels_last):
-        m = cls()
-        m.load_state_dict(weights)
-        return m.to(memory_format=torch.channels_last) if channels_last else m
-    return {'tutorial forward': model(ReluThenPool, False), '+ channels-last layout': model(ReluThenPool, True),
-            '+ pool before ReLU': model(PoolThenRelu, True), '+ max_pool_2x2 (fashion_nb)': model(Network, True)}
-
-
-def spread(values) -> dict: return {'median': statistics.median(values), 'min': min(values), 'max': max(values)}
+    "name -> model; each adds one change to the one before."
+    return {'tutorial forward': from_weights(TutorialNetwork, weights, False),
+            '+ channels-last layout': from_weights(TutorialNetwork, weights, True),
+            '+ pool before ReLU': from_weights(PoolThenRelu, weights, True),
+            '+ max_pool_2x2 (fashion_nb)': from_weights(Network, weights, True)}
 
 
 def measure_compile(weights, batches) -> dict:
     "torch.compile of fashion_nb's network: the seconds its first steps take, then its steps, beside the same model uncompiled."
-    eager = Network()
-    eager.load_state_dict(weights)
-    eager = eager.to(memory_format=torch.channels_last)
+    eager = from_weights(Network, weights, True)
     compiled_model = copy.deepcopy(eager)
     compiled = torch.compile(compiled_model)
     # a cache of its own, empty: the compile a user's first run pays, not one an earlier run left behind
     os.environ['TORCHINDUCTOR_CACHE_DIR'] = tempfile.mkdtemp(prefix='fashion_nb-inductor-')
     try:
         start = time.perf_counter()
-        fashion_nb_loop(compiled, adam(compiled_model.parameters(), LR), batches[:3])
+        train_epoch(compiled, batches[:3], adam(compiled_model.parameters(), LR))
         compile_seconds = time.perf_counter() - start
+        times = {'eager': [], 'compiled': []}
+        for _ in range(3):
+            for name, (model, weights_of) in {'eager': (eager, eager), 'compiled': (compiled, compiled_model)}.items():
+                optimizer = adam(weights_of.parameters(), LR)
+                start = time.perf_counter()
+                train_epoch(model, batches, optimizer)
+                times[name].append((time.perf_counter() - start) / len(batches) * 1000)
     except Exception as e:  # no C++ compiler, for one
         return {'error': f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
-    times = {'eager': [], 'compiled': []}
-    for _ in range(3):
-        for name, (m, params) in {'eager': (eager, eager.parameters()), 'compiled': (compiled, compiled_model.parameters())}.items():
-            optimizer = adam(params, LR)
-            start = time.perf_counter()
-            fashion_nb_loop(m, optimizer, batches)
-            times[name].append((time.perf_counter() - start) / len(batches) * 1000)
-    shutil.rmtree(os.environ.pop('TORCHINDUCTOR_CACHE_DIR'), ignore_errors=True)
+    finally:
+        shutil.rmtree(os.environ.pop('TORCHINDUCTOR_CACHE_DIR'), ignore_errors=True)
     return {'first_steps_seconds': compile_seconds, 'ms_per_step': {k: spread(v) for k, v in times.items()}}
 
 
 def report(results: dict) -> str:
-    lines = [f"{'training step (ms, median [min-max])':<42}{'':>22}{'x tutorial':>11}"]
-    first = None
-    for name, s in results['training_ms_per_step'].items():
-        first = first or s['median']
-        lines.append(f"  {name:<40}{s['median']:6.2f} [{s['min']:5.2f}-{s['max']:5.2f}]{'':>3}{first / s['median']:9.2f}")
-    lines.append(f"{'predicting 10,000 images (ms)':<42}")
-    first = None
-    for name, s in results['prediction_ms_per_10000'].items():
-        first = first or s['median']
-        lines.append(f"  {name:<40}{s['median']:6.0f} [{s['min']:5.0f}-{s['max']:5.0f}]{'':>3}{first / s['median']:9.2f}")
+    lines = []
+    for title, key, digits in (('training step (ms, median [min-max])', 'training_ms_per_step', 2),
+                               ('predicting 10,000 images (ms)', 'prediction_ms_per_10000', 0)):
+        lines.append(f"{title:<64}{'x tutorial':>11}")
+        first = next(iter(results[key].values()))['median']  # each variant against the first, the tutorial's
+        for name, s in results[key].items():
+            lines.append(f"  {name:<40}{s['median']:6.{digits}f} [{s['min']:5.{digits}f}-{s['max']:5.{digits}f}]"
+                         f"{first / s['median']:12.2f}")
     c = results.get('compile', {})
     if 'error' in c: lines.append(f"torch.compile: not measured ({c['error']})")
     elif c:
@@ -148,9 +130,9 @@ if __name__ == '__main__':
     for r in range(args.rounds):
         print(f"bench-step: round {r + 1} of {args.rounds}", file=sys.stderr, flush=True)
         batches = list(train.head(STEPS * BATCH_SIZE * (r + 1)).batches(BATCH_SIZE))[-STEPS:]  # new images each round
-        for name, (model, optimizer, loop) in trainers.items():
+        for name, (model, optimizer, epoch) in trainers.items():
             start = time.perf_counter()
-            loop(model, optimizer, batches)
+            epoch(model, batches, optimizer)
             step_ms[name].append((time.perf_counter() - start) / STEPS * 1000)
         for name, model in predictors.items():
             start = time.perf_counter()
