@@ -3,7 +3,7 @@ SHELL := /bin/bash
 BIN := .venv/bin
 DEMO_OUT := runs/demo
 
-.PHONY: help setup demo pages test test-slow lab export bench bench-batch docs
+.PHONY: help setup demo pages test test-slow lab export bench bench-batch bench-gpu docs
 
 help:
 	@echo "make demo   - train at the tutorial's settings on the real data (papermill) into $(DEMO_OUT)/"
@@ -13,6 +13,7 @@ help:
 	@echo "make docs   - the docs site with Quarto (nbdev-docs), else an HTML preview in _docs_preview/"
 	@echo "make bench  - time the tutorial's loop against fashion_nb's (3 seeds, ~10 minutes on 2 cores)"
 	@echo "make bench-batch - time 8 small runs with the papermill command against fashion-nb batch (~3 minutes)"
+	@echo "make bench-gpu - on a machine with a CUDA GPU: its tests, then make bench and bench-batch there (*_cuda.json)"
 	@echo "make export - notebooks -> fashion_nb/, clean notebook metadata, and the end-to-end notebook's copy in the package"
 
 setup:
@@ -49,6 +50,12 @@ bench: setup
 
 bench-batch: setup
 	$(BIN)/python bench/batch.py
+
+bench-gpu: setup
+	$(BIN)/python -m pytest -q tests -k cuda
+	$(BIN)/python bench/run.py --device cuda
+	$(BIN)/python bench/batch.py --out bench/results/batch_cuda.json
+	$(BIN)/python bench/step.py --device cuda --no-compile
 
 # With Quarto: nbdev's site in _docs/, checked in Chromium. Without: nbdev-proc-nbs, then plain HTML pages.
 docs: setup

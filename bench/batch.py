@@ -30,6 +30,14 @@ GRID = {'lr': [0.001, 0.003, 0.01, 0.03], 'seed': [0, 1], 'limit': [1000], 'epoc
 BIN = Path(sys.executable).parent
 
 
+def succeeded(command: list, **kwargs) -> None:
+    "Run `command` quietly; if it fails, stop with the end of what it printed."
+    result = subprocess.run(command, capture_output=True, text=True, **kwargs)
+    if result.returncode != 0:
+        said = '\n'.join((result.stdout + result.stderr).strip().splitlines()[-15:])
+        sys.exit(f"bench-batch: {Path(command[0]).name} {command[1]} failed (exit {result.returncode}):\n{said}")
+
+
 def papermill_loop(runs: list[dict], out: Path, workers: int, threads: int) -> float:
     "The papermill command, `workers` at a time (as `xargs -P`), one output folder a run; returns the wall seconds."
     def one(i_params):
@@ -38,8 +46,8 @@ def papermill_loop(runs: list[dict], out: Path, workers: int, threads: int) -> f
         folder.mkdir(parents=True)
         arguments = [a for name, value in {**params, 'threads': threads, 'quiet': True, 'out_dir': str(folder)}.items()
                      for a in ('-p', name, str(value))]
-        subprocess.run([BIN/'papermill', project_root()/END_TO_END, folder/'end_to_end.ipynb', '-k', 'python3',
-                        '--no-progress-bar', *arguments], check=True, capture_output=True, cwd=project_root())
+        succeeded([BIN/'papermill', project_root()/END_TO_END, folder/'end_to_end.ipynb', '-k', 'python3',
+                   '--no-progress-bar', *arguments], cwd=project_root())
     start = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool: list(pool.map(one, enumerate(runs)))
     return time.perf_counter() - start
@@ -49,9 +57,15 @@ def fashion_nb_batch(out: Path, workers: int) -> tuple[float, float]:
     "`fashion-nb batch` over the same grid; returns the wall seconds and the clock time it started at."
     arguments = [a for name, values in GRID.items() for a in ('-p', name, ','.join(map(str, values)))]
     started_at, start = time.time(), time.perf_counter()
-    subprocess.run([BIN/'fashion-nb', 'batch', *arguments, '--workers', str(workers), '--no-progress', '--out', out],
-                   check=True, capture_output=True)
+    succeeded([BIN/'fashion-nb', 'batch', *arguments, '--workers', str(workers), '--no-progress', '--out', out])
     return time.perf_counter() - start, started_at
+
+
+def gpu_name(devices: list[str]) -> dict:
+    "The GPU's name where the runs trained on one."
+    if not any(d.startswith('cuda') for d in devices): return {}
+    import torch
+    return {'device_name': torch.cuda.get_device_name(0)}
 
 
 def executed_notebooks(folder: Path) -> list[dict]:
@@ -74,8 +88,8 @@ def where_the_batch_goes(notebooks: list[dict], started_at: float, seconds: floa
             'finishing: tables, figures, shutting down': after}
 
 
-def training_seconds(folder: Path) -> list[float]:
-    return [json.loads(p.read_text())['seconds']['train'] for p in sorted(folder.glob('*/metrics.json'))]
+def run_metrics(folder: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(folder.glob('*/metrics.json'))]
 
 
 STAGES = {'import': 'imports', 'params = check_params': 'checking the parameters', 'train_all = load_split': 'data',
@@ -111,7 +125,9 @@ if __name__ == '__main__':
         papermill_seconds = papermill_loop(runs, scratch/'papermill', args.workers, threads)
         print(f"bench-batch: the same {len(runs)} runs with fashion-nb batch ...", file=sys.stderr, flush=True)
         batch_seconds, batch_started_at = fashion_nb_batch(scratch/'batch', args.workers)
-        trained = {'papermill': training_seconds(scratch/'papermill'), 'batch': training_seconds(scratch/'batch')}
+        metrics = {side: run_metrics(scratch/side) for side in ('papermill', 'batch')}
+        trained = {side: [m['seconds']['train'] for m in ms] for side, ms in metrics.items()}
+        devices = sorted({m['device'] for ms in metrics.values() for m in ms})  # 'auto' resolves to a GPU where there is one
         notebooks = executed_notebooks(scratch/'batch')
         stages = where_the_seconds_go(notebooks)
         phases = where_the_batch_goes(notebooks, batch_started_at, batch_seconds, args.workers)
@@ -132,7 +148,7 @@ if __name__ == '__main__':
         'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
         'settings': {'grid': GRID, 'runs': len(runs), 'workers': args.workers, 'threads_per_run': threads},
         'machine': {'platform': platform.platform(), 'processor': platform.processor() or platform.machine(),
-                    'cpus': os.cpu_count()},
+                    'cpus': os.cpu_count(), 'run_devices': devices, **gpu_name(devices)},
         'versions': library_versions(),
         'seconds': {'papermill': papermill_seconds, 'batch': batch_seconds},
         'training_seconds_mean': {side: statistics.mean(v) for side, v in trained.items()},

@@ -1,6 +1,7 @@
 """Benchmark: what each change to the training step and to prediction buys, side by side in one process.
 
     python bench/step.py [--rounds 12] [--out bench/results/step.json]
+    python bench/step.py --device cuda --no-compile     # on a GPU; writes bench/results/step_cuda.json
 
 Every variant starts from the same weights and sees the same batches, already in memory, so only the step itself
 is measured (the data path is `bench/run.py`'s). The variants take turns, 50 steps each, round after round, so a slow
@@ -11,7 +12,6 @@ import argparse
 import copy
 import datetime
 import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -20,15 +20,15 @@ import time
 import torch
 import torch.nn.functional as F
 
-from fashion_nb.core import write_json
+from fashion_nb.core import DeviceError, write_json
 from fashion_nb.data import load_split
 from fashion_nb.inference import get_all_preds
 from fashion_nb.model import Network
-from fashion_nb.training import adam, library_versions, train_epoch
+from fashion_nb.training import adam, library_versions, pick_device, train_epoch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # its neighbours, also when loaded by path from a page
-from run import spread  # noqa: E402
-from train_predict import TutorialNetwork, tutorial_epoch  # noqa: E402
+from run import machine, spread  # noqa: E402
+from train_predict import TutorialNetwork, tutorial_epoch, wait_for  # noqa: E402
 
 STEPS, BATCH_SIZE, LR = 50, 100, 0.01
 
@@ -41,18 +41,21 @@ class PoolThenRelu(Network):
         return self.out(F.relu(self.fc2(F.relu(self.fc1(t.reshape(-1, 192))))))
 
 
+DEVICE = torch.device('cpu')  # where every variant runs; `--device` changes it
+
+
 def from_weights(cls, weights, channels_last: bool) -> Network:
-    "A network of class `cls` holding `weights`, in the layout asked for."
+    "A network of class `cls` holding `weights`, on `DEVICE`, in the layout asked for."
     model = cls()
     model.load_state_dict(weights)
-    return model.to(memory_format=torch.channels_last) if channels_last else model
+    return model.to(DEVICE, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
 def training_variants(weights):
     "name -> (model, optimizer, epoch function); each adds one change to the one before."
     variants = {}
     m = from_weights(TutorialNetwork, weights, False)
-    variants['tutorial step'] = (m, torch.optim.Adam(m.parameters(), lr=LR), tutorial_epoch)
+    variants['tutorial step'] = (m, torch.optim.Adam(m.parameters(), lr=LR), lambda *a: tutorial_epoch(*a, DEVICE))
     m = from_weights(TutorialNetwork, weights, False)
     variants['+ sums read every 50 batches'] = (m, torch.optim.Adam(m.parameters(), lr=LR), train_epoch)
     m = from_weights(TutorialNetwork, weights, True)
@@ -82,6 +85,7 @@ def measure_compile(weights, batches) -> dict:
     try:
         start = time.perf_counter()
         train_epoch(compiled, batches[:3], adam(compiled_model.parameters(), LR))
+        wait_for(DEVICE)
         compile_seconds = time.perf_counter() - start
         times = {'eager': [], 'compiled': []}
         for _ in range(3):
@@ -89,6 +93,7 @@ def measure_compile(weights, batches) -> dict:
                 optimizer = adam(weights_of.parameters(), LR)
                 start = time.perf_counter()
                 train_epoch(model, batches, optimizer)
+                wait_for(DEVICE)
                 times[name].append((time.perf_counter() - start) / len(batches) * 1000)
     except Exception as e:  # no C++ compiler, for one
         return {'error': f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
@@ -118,10 +123,15 @@ if __name__ == '__main__':
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--rounds', type=int, default=12)
     parser.add_argument('--no-compile', action='store_true', help='skip torch.compile (it needs a C++ compiler and ~30 s)')
-    parser.add_argument('--out', default=os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results', 'step.json'))
+    parser.add_argument('--device', default='cpu', choices=('cpu', 'cuda'), help='where every variant runs')
+    parser.add_argument('--out', help='default: bench/results/step.json, or step_cuda.json on a GPU')
     args = parser.parse_args()
-    train = load_split('train', download=False)
-    test = load_split('test', download=False)
+    args.out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results',
+                                        'step.json' if args.device == 'cpu' else 'step_cuda.json')
+    try: DEVICE = pick_device(args.device)  # a clear message where there is no such device
+    except DeviceError as e: sys.exit(f"bench: {e}")
+    train = load_split('train', download=False).to(DEVICE)
+    test = load_split('test', download=False).to(DEVICE)
     torch.manual_seed(0)
     weights = Network().state_dict()
     trainers, predictors = training_variants(weights), prediction_variants(weights)
@@ -133,10 +143,11 @@ if __name__ == '__main__':
         for name, (model, optimizer, epoch) in trainers.items():
             start = time.perf_counter()
             epoch(model, batches, optimizer)
+            wait_for(DEVICE)
             step_ms[name].append((time.perf_counter() - start) / STEPS * 1000)
         for name, model in predictors.items():
             start = time.perf_counter()
-            get_all_preds(model, test)
+            get_all_preds(model, test)  # its scores come back to the CPU, so the GPU has finished
             predict_ms[name].append((time.perf_counter() - start) * 1000)
     skip = 2  # the first rounds also pay for oneDNN's first use of each shape
     results = {'training_ms_per_step': {k: spread(v[skip:]) for k, v in step_ms.items()},
@@ -151,7 +162,6 @@ if __name__ == '__main__':
     write_json(args.out, {'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
                           'settings': {'rounds': args.rounds, 'steps_per_round': STEPS, 'batch_size': BATCH_SIZE,
                                        'rounds_skipped': skip, 'threads': torch.get_num_threads()},
-                          'machine': {'platform': platform.platform(), 'processor': platform.processor() or platform.machine(),
-                                      'cpus': os.cpu_count()},
+                          'machine': machine(args.device),
                           'versions': library_versions(), **results})
     print(f"bench-step: results in {args.out}", file=sys.stderr)

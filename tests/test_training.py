@@ -30,12 +30,15 @@ def test_same_seed_same_history_and_weights(small_train):
     assert other != h1
 
 
-def test_nan_loss_stops_with_epoch_and_batch(small_train):
+@pytest.mark.parametrize('device', ['cpu', pytest.param('cuda', marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason='PyTorch sees no CUDA device here'))])
+def test_nan_loss_stops_with_epoch_and_batch(small_train, device):
+    "The check runs on the device, read every 50 batches, and still names the first bad batch."
     seed_everything(0)
     model = Network()
     with torch.no_grad(): model.out.bias.fill_(float('nan'))
     with pytest.raises(NonFiniteLossError, match='at epoch 1, batch 1;'):
-        fit(model, small_train, epochs=1, device='cpu', quiet=True)
+        fit(model, small_train, epochs=1, device=device, quiet=True)
 
 
 def test_checkpoint_round_trip(tmp_path, small_train):
