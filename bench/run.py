@@ -24,8 +24,8 @@ PATHS = ('tutorial', 'fashion_nb')
 
 
 def measure(path: str, seed: int, device: str = 'cpu') -> dict:
-    out = subprocess.run([sys.executable, str(HERE/'train_predict.py'), '--path', path, '--seed', str(seed), '--device', device],
-                         capture_output=True, text=True)
+    out = subprocess.run([sys.executable, str(HERE/'train_predict.py'), '--path', path, '--seed', str(seed),
+                          '--device', device], capture_output=True, text=True)
     if out.returncode != 0:
         sys.exit(f"bench: the {path} run with seed {seed} failed:\n{out.stderr.strip().splitlines()[-1]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -107,5 +107,6 @@ if __name__ == '__main__':
     print(report(summary))
     write_json(args.out, {'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
                           'settings': {'epochs': 5, 'batch_size': 100, 'lr': 0.01, 'train_images': 60000, 'seeds': args.seeds},
-                          'machine': {**machine(args.device), 'threads': runs[0]['threads']}, 'versions': library_versions(), **summary, 'runs': runs})
+                          'machine': {**machine(args.device), 'threads': runs[0]['threads']},
+                          'versions': library_versions(), **summary, 'runs': runs})
     print(f"bench: results in {args.out}", file=sys.stderr)

@@ -36,7 +36,7 @@ def tutorial_epoch(network, batches, optimizer, device='cpu') -> tuple[float, in
     total_loss = 0
     total_correct = 0
     for images, labels in batches:
-        images, labels = images.to(device), labels.to(device)  # how PyTorch's tutorials train on a GPU; nothing on the CPU
+        images, labels = images.to(device), labels.to(device)  # how PyTorch's tutorials train on a GPU; a no-op on the CPU
         preds = network(images)
         loss = F.cross_entropy(preds, labels)
         optimizer.zero_grad()
