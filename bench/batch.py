@@ -12,7 +12,6 @@ import datetime
 import itertools
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -25,6 +24,9 @@ from pathlib import Path
 from fashion_nb.core import project_root, write_json
 from fashion_nb.run import END_TO_END
 from fashion_nb.training import library_versions
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # its neighbours, however it is started
+from run import machine  # noqa: E402
 
 GRID = {'lr': [0.001, 0.003, 0.01, 0.03], 'seed': [0, 1], 'limit': [1000], 'epochs': [1], 'val_size': [0]}
 BIN = Path(sys.executable).parent
@@ -59,13 +61,6 @@ def fashion_nb_batch(out: Path, workers: int) -> tuple[float, float]:
     started_at, start = time.time(), time.perf_counter()
     succeeded([BIN/'fashion-nb', 'batch', *arguments, '--workers', str(workers), '--no-progress', '--out', out])
     return time.perf_counter() - start, started_at
-
-
-def gpu_name(devices: list[str]) -> dict:
-    "The GPU's name where the runs trained on one."
-    if not any(d.startswith('cuda') for d in devices): return {}
-    import torch
-    return {'device_name': torch.cuda.get_device_name(0)}
 
 
 def executed_notebooks(folder: Path) -> list[dict]:
@@ -147,8 +142,7 @@ if __name__ == '__main__':
     write_json(args.out, {
         'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
         'settings': {'grid': GRID, 'runs': len(runs), 'workers': args.workers, 'threads_per_run': threads},
-        'machine': {'platform': platform.platform(), 'processor': platform.processor() or platform.machine(),
-                    'cpus': os.cpu_count(), 'run_devices': devices, **gpu_name(devices)},
+        'machine': {**machine('cuda' if any(d.startswith('cuda') for d in devices) else 'cpu'), 'run_devices': devices},
         'versions': library_versions(),
         'seconds': {'papermill': papermill_seconds, 'batch': batch_seconds},
         'training_seconds_mean': {side: statistics.mean(v) for side, v in trained.items()},
