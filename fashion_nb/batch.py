@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import csv
+import gc
 import hashlib
 import importlib
 import io
@@ -36,8 +37,8 @@ from .run import ParamError, WarmKernel, check_names, parse_value, run_end_to_en
 __all__ = ['SUMMARY_COLUMNS', 'DEFAULT_VAL_SIZE', 'Range', 'parse_range', 'parse_grid', 'expand_grid', 'sample_grid',
            'check_grid', 'run_name', 'finished', 'fingerprint_id', 'why_rerun', 'run_one', 'skipped', 'run_on_worker',
            'receive_run', 'compare_settings', 'choose', 'report', 'write_summary', 'write_settings', 'read_summary',
-           'plot_settings', 'plot_curves', 'insecure_address_warning', 'cluster_security', 'default_workers',
-           'run_batch', 'batch_main']
+           'plot_settings', 'plot_curves', 'insecure_address_warning', 'cluster_security', 'ClusterError',
+           'connect_scheduler', 'default_workers', 'run_batch', 'batch_main']
 
 # %% ../nbs/13_batch.ipynb #0908512a
 _RANGE_TYPES = {'log': float, 'uniform': float, 'int': int}
@@ -439,6 +440,23 @@ def cluster_security(ca_file: Path | str | None = None,  # the cluster's certifi
     from distributed.security import Security
     return Security(tls_ca_file=str(ca_file), tls_client_cert=str(cert), tls_client_key=str(key), require_encryption=True)
 
+# %% ../nbs/13_batch.ipynb #0b5afd0d
+class ClusterError(FashionNBError):
+    "The Dask scheduler could not be reached, or refused this client."
+
+def connect_scheduler(address: str,  # tls://host:port, tcp://host:port or host:port
+                      security=None,  # from `cluster_security`; None: Dask's configuration
+                     ):
+    "A Dask `Client` of the scheduler at `address`; a one-line `ClusterError` when it cannot be reached or refuses this client."
+    from distributed import Client
+    try: return Client(address, security=security)
+    except (OSError, TypeError, ValueError) as e:  # unreachable, a refused handshake, or tls:// without certificates
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    # the refused client's finalizer closes its event loop: run it now, not during the next client's start, which it would break
+    gc.collect()
+    hint = "its certificates (--tls-ca-file, --tls-cert, --tls-key)" if address.startswith('tls://') else "that it listens there"
+    raise ClusterError(f"cannot use the Dask scheduler at {address} ({reason}); check the address and {hint}")
+
 # %% ../nbs/13_batch.ipynb #70052aae
 DEFAULT_VAL_SIZE = 10000  # training images a batch puts aside for validation unless its grid says otherwise
 
@@ -500,7 +518,7 @@ def run_batch(grid: dict[str, list],  # parameter name to its list of values (or
             from distributed import Client
             from distributed import as_completed as dask_completed
             if isinstance(scheduler, str) and (warning := insecure_address_warning(scheduler)): print(warning, file=sys.stderr)
-            client = scheduler if isinstance(scheduler, Client) else Client(scheduler, security=security)
+            client = scheduler if isinstance(scheduler, Client) else connect_scheduler(scheduler, security)
             try:
                 host_slots = {}
                 for address, nthreads in client.nthreads().items():
