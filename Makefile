@@ -36,8 +36,9 @@ test: setup
 test-slow: setup
 	$(BIN)/nbdev-test --flags slow
 
+# Jupyter refuses to start as root without --allow-root; containers often run as root
 lab: setup
-	$(BIN)/jupyter lab nbs
+	$(BIN)/jupyter lab nbs $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 export: setup
 	$(BIN)/nbdev-export
