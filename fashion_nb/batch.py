@@ -560,6 +560,8 @@ def batch_main(args) -> int:
     failed = [r for r in rows if r['status'] == 'failed']
     for r in failed: print(f"fashion-nb: run {r['run']} failed: {r['reason']}", file=sys.stderr)
     for line in report(compare_settings(rows), rows): print(line)
+    written = [name for name in ('summary.csv', 'settings.csv', 'report.md', 'summary.png', 'curves.png')
+               if (Path(args.out)/name).is_file()]  # no curves.png without a validation split
     print(f"{len(rows) - len(failed)} of {len(rows)} runs finished ({sum(r['status'] == 'skipped' for r in rows)} before this call); "
-          f"in {Path(args.out)}/: summary.csv, settings.csv, report.md, summary.png, curves.png")
+          f"in {Path(args.out)}/: {', '.join(written)}")
     return 1 if failed else 0

@@ -32,15 +32,17 @@ def main(argv: list[str] | None = None) -> int:
                        help='a notebook parameter and its comma-separated values (repeatable)')
     batch.add_argument('-f', '--file', help='a YAML file of parameters, each a value or a list of values')
     batch.add_argument('--out', required=True, help='the batch folder, relative to the current folder: a subfolder a run, then summary.csv, settings.csv, '
-                       'report.md, summary.png and curves.png')
-    batch.add_argument('--workers', type=int, default=None, help='runs at once on this machine (default: one per core)')
+                       'report.md, summary.png and, when the runs have a validation split, curves.png')
+    batch.add_argument('--workers', type=int, default=None, help='runs at once on this machine '
+                       '(default: one per core, or one per GPU when the runs may use CUDA)')
     batch.add_argument('--scheduler', default=None, help='a Dask scheduler address to run on instead (tls://host:8786; '
                        'a tcp:// address on another machine is unencrypted and gets a warning)')
     batch.add_argument('--force', action='store_true', help='rerun runs that already finished')
     batch.add_argument('--sample', type=int, default=None, metavar='N',
                        help='run N combinations drawn from the grid (values may be ranges: log:1e-4:1e-1, int:32:256)')
     batch.add_argument('--sample-seed', type=int, default=0, help='seeds the draw and the order of the runs (default 0)')
-    batch.add_argument('--no-model', action='store_true', help="on a Dask cluster, leave each run's model.pt on the worker")
+    batch.add_argument('--no-model', action='store_true', help="on a Dask cluster, do not bring each run's model.pt back; "
+                       "it is deleted with the worker's scratch folder")
     batch.add_argument('--tls-ca-file', help="with a tls:// scheduler: the cluster's certificate authority (PEM)")
     batch.add_argument('--tls-cert', help="with a tls:// scheduler: this client's certificate (PEM)")
     batch.add_argument('--tls-key', help="with a tls:// scheduler: the certificate's private key (PEM)")

@@ -86,7 +86,7 @@ class FashionSplit:
 
 # %% ../nbs/00_data.ipynb #64d90626
 def load_split(split: str = 'train',  # 'train' (60,000 images) or 'test' (10,000)
-               data_dir: Path | str | None = None,  # a folder to look in first (see [data files](11_data_files.ipynb))
+               data_dir: Path | str | None = None,  # the only folder looked in, when given; None: the usual places ([data files](11_data_files.ipynb))
                download: bool = True,  # allow torchvision's download as the last resort
               ) -> FashionSplit:
     "Load one Fashion-MNIST split, checked, as a `FashionSplit` in memory."

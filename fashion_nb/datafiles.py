@@ -181,7 +181,7 @@ def find_data(data_dir: Path | str | None = None,  # the folder holding the file
 N_CLASSES = 10  # Fashion-MNIST's labels are 0 to 9
 
 def read_split(split: str = 'train',  # 'train' (60,000 images) or 'test' (10,000)
-               data_dir: Path | str | None = None,  # a folder to look in first (see `find_data`)
+               data_dir: Path | str | None = None,  # the only folder looked in, when given; None: the usual places (`find_data`)
                download: bool = True,  # allow torchvision's download as the last resort
               ) -> tuple[torch.Tensor, torch.Tensor]:
     "A split's images (N, 28, 28) `uint8` and labels (N,) `int64`, read from the checked files."
@@ -199,7 +199,7 @@ def read_split(split: str = 'train',  # 'train' (60,000 images) or 'test' (10,00
 
 # %% ../nbs/11_data_files.ipynb #3bd52966
 def torchvision_dataset(split: str = 'train',  # 'train' or 'test'
-                        data_dir: Path | str | None = None,  # a folder to look in first (see `find_data`)
+                        data_dir: Path | str | None = None,  # the only folder looked in, when given; None: the usual places (`find_data`)
                         transform=None,  # defaults to `ToTensor()`, as in the tutorial
                         download: bool = True,  # allow torchvision's download as the last resort
                        ):

@@ -1,4 +1,4 @@
-"""The tutorial's small convolutional network, its numbers to the last bit: its layers, the shape of a batch after each one, and its 32,998 parameters.
+"""The tutorial's small convolutional network, which computes exactly the tutorial's scores: its layers, the shape of a batch after each one, and its 32,998 parameters.
 
 Docs: https://fashion-nb.github.io/fashion_nb/model.html.md"""
 

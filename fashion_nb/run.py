@@ -89,11 +89,12 @@ class RunError(FashionNBError):
     "The end-to-end notebook could not be run, or a cell of it failed."
 
 def parse_value(text: str):
-    "A command-line value as papermill's `-p` reads it: int, float, bool or str."
+    "A command-line value as papermill's `-p` reads it: bool, None, int, float or str."
+    if text in ('True', 'False', 'None'): return {'True': True, 'False': False, 'None': None}[text]
     for kind in (int, float):
         try: return kind(text)
         except ValueError: pass
-    return {'True': True, 'False': False}.get(text, text)
+    return text
 
 def notebook_parameters(notebook: Path | str | None = None) -> dict:
     "The parameters the notebook declares, by name, with papermill's view of their type, default and help."

@@ -82,7 +82,7 @@ def train_epoch(model: nn.Module,
                 optimizer: optim.Optimizer,
                 loss_func=F.cross_entropy,  # (scores, labels) -> mean loss of the batch
                 epoch: int = 1,  # this epoch's number, for messages
-                progress: tqdm | None = None,  # a bar to advance, one step a batch
+                progress: tqdm | None = None,  # a bar to advance, one step per batch
                 check_every: int = 50,  # batches between reads of the running sums
                ) -> dict:
     "Train `model` once over `batches`; return the summed loss, the number correct and the number of images."
@@ -146,7 +146,7 @@ def fit(model: nn.Module,
     if batch_size < 1: raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if not lr > 0: raise ValueError(f"lr must be positive, got {lr}")
     dev = pick_device(device)
-    model.to(dev, memory_format=torch.channels_last)  # the layout oneDNN's CPU convolutions run fastest in
+    model.to(dev, memory_format=torch.channels_last)  # channels-last: the layout the CPU's convolution library (oneDNN) runs fastest in
     data = train.to(dev)
     held_out = valid.to(dev) if valid is not None else None
     optimizer = opt_func(model.parameters(), lr=lr)
@@ -209,16 +209,18 @@ def load_checkpoint(path: Path | str,
 def load_or_fit(path: Path | str,  # a checkpoint to use if it exists
                 train: FashionSplit,  # what to train on if it does not
                 seed: int = 0,  # seeds the weights and the order of a fresh model
-                **fit_kwargs,  # passed to `fit` (epochs, lr, device, quiet, ...)
+                device: str | torch.device = 'cpu',  # where the model is loaded or trained, and stays (see `pick_device`)
+                **fit_kwargs,  # passed to `fit` (epochs, lr, quiet, ...)
                ) -> tuple[Network, dict]:
     "The model saved at `path` and its checkpoint, or a `Network` fitted on `train` now and a description of it."
+    dev = pick_device(device)  # once, so that loading, training and the record agree
     if Path(path).is_file():
-        model, checkpoint = load_checkpoint(path, fit_kwargs.get('device', 'cpu'))
+        model, checkpoint = load_checkpoint(path, dev)
         return model, {**checkpoint, 'source': shown_path(path)}
     seed_everything(seed)
     model = Network()
-    history = fit(model, train, seed=seed, **fit_kwargs)
-    hparams = {'epochs': len(history), 'batch_size': 100, 'lr': 0.01, 'seed': seed, 'device': 'cpu', **fit_kwargs,
+    history = fit(model, train, seed=seed, device=dev, **fit_kwargs)
+    hparams = {'epochs': len(history), 'batch_size': 100, 'lr': 0.01, 'seed': seed, **fit_kwargs, 'device': str(dev),
                'images': len(train), 'torch_threads': torch.get_num_threads()}
     return model.eval(), {'class_names': list(train.classes), 'hparams': hparams, 'metrics': {'history': history},
                           'versions': library_versions(),

@@ -3,8 +3,10 @@
 The README is the home page as plain markdown: the index's markdown cells in order, and the markdown that its
 shown code cells print (the headline result). A figure the README cannot carry is left out with its caption (the
 markdown cell right before it); the headline's figure is linked from the copy that `make pages` keeps in nbs/images/.
+Links to other pages point into nbs/, where the README, at the top of the repository, finds them.
     .venv/bin/python scripts/readme_from_index.py
 """
+import re
 from pathlib import Path
 
 import nbformat
@@ -17,12 +19,13 @@ index = nbformat.read(root/'nbs'/'index.ipynb', as_version=4)
 cells = index.cells
 
 def shown_code(cell): return cell is not None and cell.cell_type == 'code' and not cell.source.startswith('#| hide')
+def into_nbs(markdown): return re.sub(r'\]\((?![a-z]+:|#|/)([^)\s]+\.ipynb)', r'](nbs/\1', markdown)  # page links, from the top
 def printed_markdown(cell): return [o.data['text/markdown'] for o in cell.outputs if 'text/markdown' in o.get('data', {})]
 
 parts = []
 for cell, following in zip(cells, cells[1:] + [None]):
     if cell.cell_type == 'markdown':
-        if not shown_code(following) or printed_markdown(following): parts.append(cell.source)
+        if not shown_code(following) or printed_markdown(following): parts.append(into_nbs(cell.source))
     elif shown_code(cell) and printed_markdown(cell):
         parts += printed_markdown(cell)
         if any('image/png' in o.get('data', {}) for o in cell.outputs) and (root/HEADLINE_IMAGE).is_file():

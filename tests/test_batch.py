@@ -153,7 +153,8 @@ def test_timeout_stops_a_run_and_marks_it(tmp_path, real_data_available):
     assert rows[0]['status'] == 'failed' and 'timeout of 3 s' in rows[0]['reason']
 
 
-def test_sample_runs_exactly_n_and_without_validation_chooses_nothing(tmp_path, real_data_available):
+def test_sample_runs_exactly_n_and_without_validation_chooses_nothing(tmp_path, real_data_available, capsys):
+    from fashion_nb.cli import main
     grid = {'lr': [0.001, 0.003, 0.01, 0.03], 'seed': [0, 1], 'limit': [300], 'epochs': [1], 'val_size': [0]}
     assert len(expand_grid(grid)) == 8
     rows = run_batch(grid, tmp_path, workers=2, sample=3, sample_seed=5, progress=False)
@@ -161,6 +162,12 @@ def test_sample_runs_exactly_n_and_without_validation_chooses_nothing(tmp_path, 
     assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 3
     assert 'no setting chosen' in (tmp_path/'report.md').read_text()
     assert not (tmp_path/'curves.png').exists() and (tmp_path/'summary.png').is_file()
+    capsys.readouterr()
+    # the same draw from the command line: every run is skipped, so this costs no training
+    assert main(['batch', '-p', 'lr', '0.001,0.003,0.01,0.03', '-p', 'seed', '0,1', '-p', 'limit', '300', '-p', 'epochs', '1',
+                 '-p', 'val_size', '0', '--sample', '3', '--sample-seed', '5', '--no-progress', '--out', str(tmp_path)]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith('3 of 3 runs finished (3 before this call)') and 'summary.png' in last and 'curves.png' not in last, last
     with pytest.raises(ParamError, match='add --sample N'):
         run_batch(parse_grid([('lr', 'log:1e-4:1e-1')]), tmp_path/'none', progress=False)
     with pytest.raises(ParamError, match="'epochs' is declared int, but the range log:1:10 draws float"):

@@ -33,6 +33,14 @@ def test_readme_agrees_with_the_home_page():
     assert headings(readme) == headings(home)
 
 
+def test_the_readmes_links_reach_files_of_the_repository():
+    "The README sits at the top of the repository, the pages it links to in nbs/."
+    targets = re.findall(r'\]\(([^)\s]+)\)', (ROOT/'README.md').read_text())
+    local = [t.split('#')[0] for t in targets if not re.match(r'[a-z]+:|#', t)]
+    assert any(t.startswith('nbs/') and t.endswith('.ipynb') for t in local), local
+    assert [t for t in local if not (ROOT/t).exists()] == []
+
+
 def test_every_exported_name_is_expected_on_a_page():
     "The page check covers the whole API: each name in each module's __all__ belongs to some page."
     pages = preview_docs.expected_pages()
