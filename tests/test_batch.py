@@ -145,7 +145,7 @@ def test_failed_run_is_isolated_and_the_command_exits_nonzero(tmp_path, real_dat
     assert Path(rows[0]['notebook']).is_file()  # the executed notebook, with its error, is kept
     assert re.search(r'run epochs=0_limit=300_seed=3_val_size=1000 failed: cell \d+ failed: ParamError', result.stderr)
     assert '1 of 2 runs finished' in result.stdout
-    assert 'IPKernelApp' not in result.stderr and 'Traceback' not in result.stderr  # kernel logging stays in kernel.log
+    assert 'IPKernelApp' not in result.stderr and 'Traceback' not in result.stderr  # no kernel logging reaches the terminal
 
 
 def test_timeout_stops_a_run_and_marks_it(tmp_path, real_data_available):
