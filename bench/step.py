@@ -6,13 +6,19 @@
 Every variant starts from the same weights and sees the same batches, already in memory, so only the step itself
 is measured (the data path is `bench/run.py`'s). The variants take turns, 50 steps each, round after round, so a slow
 spell of the machine falls on all of them; the medians over the rounds are compared. Each variant adds one change to
-the one before it, ending at fashion_nb's own code.
+the one before it, ending at fashion_nb's own code. On the CPU, fashion_nb's step is then timed in new processes, taking
+turns, with malloc as it comes and keeping freed memory as `fit` does (`keep_freed_memory`): a process-wide setting,
+so each gets processes of its own.
 """
 import argparse
 import copy
 import datetime
 import os
+import itertools
+import json
+import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -20,7 +26,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from fashion_nb.core import DeviceError, write_json
+from fashion_nb.core import DeviceError, keep_freed_memory, write_json
 from fashion_nb.data import load_split
 from fashion_nb.inference import get_all_preds
 from fashion_nb.model import Network
@@ -102,6 +108,36 @@ def measure_compile(weights, batches) -> dict:
     return {'first_steps_seconds': compile_seconds, 'ms_per_step': {k: spread(v) for k, v in times.items()}}
 
 
+ALLOCATOR_STEPS = 300
+
+
+def allocator_child(keep: bool) -> dict:
+    "fashion_nb's step in this process, with malloc as it comes or keeping freed memory: ms and page faults a step."
+    if keep: keep_freed_memory()
+    train = load_split('train', download=False)
+    torch.manual_seed(0)
+    model = Network().to(memory_format=torch.channels_last)
+    optimizer = adam(model.parameters(), LR)
+    # batches made as `fit` makes them, shuffled from the whole split: each one a new block of memory too
+    batches = train.batches(BATCH_SIZE, shuffle=True, generator=torch.Generator().manual_seed(0))
+    train_epoch(model, itertools.islice(batches, 50), optimizer)  # oneDNN's first use of each shape, malloc's first blocks
+    faults, start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
+    train_epoch(model, itertools.islice(batches, ALLOCATOR_STEPS), optimizer)
+    return {'ms_per_step': (time.perf_counter() - start) / ALLOCATOR_STEPS * 1000,
+            'page_faults_per_step': (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / ALLOCATOR_STEPS}
+
+
+def measure_allocator(pairs: int = 5) -> dict:
+    "`allocator_child` in new processes, the two settings taking turns; median and range of each."
+    runs = {'malloc as it comes': [], 'freed memory kept (fit)': []}
+    for _ in range(pairs):
+        for name, mode in zip(runs, ('default', 'keep')):
+            child = subprocess.run([sys.executable, os.path.abspath(__file__), '--allocator-child', mode],
+                                   capture_output=True, text=True, check=True)
+            runs[name].append(json.loads(child.stdout.splitlines()[-1]))
+    return {name: {key: spread([r[key] for r in rs]) for key in ('ms_per_step', 'page_faults_per_step')} for name, rs in runs.items()}
+
+
 def report(results: dict) -> str:
     lines = []
     for title, key, digits in (('training step (ms, median [min-max])', 'training_ms_per_step', 2),
@@ -111,6 +147,12 @@ def report(results: dict) -> str:
         for name, s in results[key].items():
             lines.append(f"  {name:<40}{s['median']:6.{digits}f} [{s['min']:5.{digits}f}-{s['max']:5.{digits}f}]"
                          f"{first / s['median']:12.2f}")
+    if 'allocator' in results:
+        lines.append(f"{'fashion_nb step in new processes, median [min-max]':<52}{'ms':>12}{'page faults a step':>22}")
+        for name, a in results['allocator'].items():
+            ms, faults = a['ms_per_step'], a['page_faults_per_step']
+            lines.append(f"  {name:<40}{ms['median']:6.2f} [{ms['min']:5.2f}-{ms['max']:5.2f}]"
+                         f"{faults['median']:8.0f} [{faults['min']:4.0f}-{faults['max']:4.0f}]")
     c = results.get('compile', {})
     if 'error' in c: lines.append(f"torch.compile: not measured ({c['error']})")
     elif c:
@@ -125,7 +167,11 @@ if __name__ == '__main__':
     parser.add_argument('--no-compile', action='store_true', help='skip torch.compile (it needs a C++ compiler and ~30 s)')
     parser.add_argument('--device', default='cpu', choices=('cpu', 'cuda'), help='where every variant runs')
     parser.add_argument('--out', help='default: bench/results/step.json, or step_cuda.json on a GPU')
+    parser.add_argument('--allocator-child', choices=('default', 'keep'), help=argparse.SUPPRESS)  # measure_allocator's
     args = parser.parse_args()
+    if args.allocator_child:
+        print(json.dumps(allocator_child(args.allocator_child == 'keep')))
+        sys.exit()
     args.out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results',
                                         'step.json' if args.device == 'cpu' else 'step_cuda.json')
     try: DEVICE = pick_device(args.device)  # a clear message where there is no such device
@@ -155,6 +201,9 @@ if __name__ == '__main__':
     reference = get_all_preds(predictors['tutorial forward'], test)
     results['same_scores'] = {name: bool(torch.allclose(get_all_preds(m, test), reference, rtol=0, atol=1e-5))
                               for name, m in predictors.items()}
+    if DEVICE.type == 'cpu':
+        print("bench-step: the allocator, in new processes ...", file=sys.stderr, flush=True)
+        results['allocator'] = measure_allocator()
     if not args.no_compile:
         print("bench-step: torch.compile ...", file=sys.stderr, flush=True)
         results['compile'] = measure_compile(weights, list(train.head(STEPS * BATCH_SIZE).batches(BATCH_SIZE)))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['FashionNBError', 'DeviceError', 'NonFiniteLossError', 'CheckpointError', 'atomic_path', 'clear_stale_temporaries',
-           'write_json', 'save_figure', 'checkout_root', 'project_root', 'shown_path']
+           'write_json', 'save_figure', 'keep_freed_memory', 'checkout_root', 'project_root', 'shown_path']
 
 # %% ../nbs/10_core.ipynb #3398975c
 class FashionNBError(Exception):
@@ -68,6 +68,18 @@ def save_figure(fig, path: Path | str, dpi: int = 110) -> Path:
     "Save a matplotlib figure as PNG to `path`, atomically."
     with atomic_path(path) as tmp: fig.savefig(tmp, format='png', dpi=dpi, bbox_inches='tight')
     return Path(path)
+
+# %% ../nbs/10_core.ipynb #9bb90603
+def keep_freed_memory() -> bool:
+    "Have glibc's malloc keep freed memory for reuse rather than hand it back to the OS; False where that is not glibc."
+    try: glibc = os.confstr('CS_GNU_LIBC_VERSION')  # 'glibc 2.36'; absent on macOS and musl
+    except (ValueError, OSError): glibc = None
+    if not glibc: return False
+    import ctypes
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # from glibc's malloc.h
+    mallopt = ctypes.CDLL(None).mallopt
+    # 32 MB is the largest mmap threshold glibc accepts on 64-bit machines; setting either turns off its own adjusting
+    return bool(mallopt(M_MMAP_THRESHOLD, 32 * 2**20)) and bool(mallopt(M_TRIM_THRESHOLD, 256 * 2**20))
 
 # %% ../nbs/10_core.ipynb #7064fa3a
 def checkout_root() -> Path | None:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn, optim
 from tqdm import tqdm
 
-from .core import CheckpointError, DeviceError, NonFiniteLossError, atomic_path, shown_path
+from .core import CheckpointError, DeviceError, NonFiniteLossError, atomic_path, keep_freed_memory, shown_path
 from .data import CLASS_NAMES, FashionSplit
 from .model import Network
 
@@ -146,6 +146,7 @@ def fit(model: nn.Module,
     if batch_size < 1: raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if not lr > 0: raise ValueError(f"lr must be positive, got {lr}")
     dev = pick_device(device)
+    if dev.type == 'cpu': keep_freed_memory()  # each step reuses the last one's buffers, see core
     model.to(dev, memory_format=torch.channels_last)  # channels-last: the layout the CPU's convolution library (oneDNN) runs fastest in
     data = train.to(dev)
     held_out = valid.to(dev) if valid is not None else None
