@@ -148,7 +148,7 @@ def report(results: dict) -> str:
             lines.append(f"  {name:<40}{s['median']:6.{digits}f} [{s['min']:5.{digits}f}-{s['max']:5.{digits}f}]"
                          f"{first / s['median']:12.2f}")
     if 'allocator' in results:
-        lines.append(f"{'fashion_nb step in new processes, median [min-max]':<52}{'ms':>12}{'page faults a step':>22}")
+        lines.append(f"{'fashion_nb step in new processes, median [min-max]':<52}{'ms':>12}{'page faults per step':>22}")
         for name, a in results['allocator'].items():
             ms, faults = a['ms_per_step'], a['page_faults_per_step']
             lines.append(f"  {name:<40}{ms['median']:6.2f} [{ms['min']:5.2f}-{ms['max']:5.2f}]"
