@@ -27,7 +27,8 @@ def measure(path: str, seed: int, device: str = 'cpu') -> dict:
     out = subprocess.run([sys.executable, str(HERE/'train_predict.py'), '--path', path, '--seed', str(seed),
                           '--device', device], capture_output=True, text=True)
     if out.returncode != 0:
-        sys.exit(f"bench: the {path} run with seed {seed} failed:\n{out.stderr.strip().splitlines()[-1]}")
+        why = out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit status {out.returncode}, nothing on stderr"
+        sys.exit(f"bench: the {path} run with seed {seed} failed:\n{why}")  # killed for memory, say, says nothing
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -169,6 +169,7 @@ if __name__ == '__main__':
     parser.add_argument('--out', help='default: bench/results/step.json, or step_cuda.json on a GPU')
     parser.add_argument('--allocator-child', choices=('default', 'keep'), help=argparse.SUPPRESS)  # measure_allocator's
     args = parser.parse_args()
+    if args.rounds < 3: parser.error('--rounds must be at least 3: the first two only warm up')
     if args.allocator_child:
         print(json.dumps(allocator_child(args.allocator_child == 'keep')))
         sys.exit()
