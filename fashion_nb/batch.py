@@ -38,7 +38,7 @@ __all__ = ['SUMMARY_COLUMNS', 'DEFAULT_VAL_SIZE', 'Range', 'parse_range', 'parse
            'check_grid', 'run_name', 'finished', 'fingerprint_id', 'why_rerun', 'run_one', 'skipped', 'run_on_worker',
            'receive_run', 'compare_settings', 'choose', 'report', 'write_summary', 'write_settings', 'read_summary',
            'plot_settings', 'plot_curves', 'insecure_address_warning', 'cluster_security', 'ClusterError',
-           'connect_scheduler', 'default_workers', 'run_batch', 'batch_main']
+           'connect_scheduler', 'default_workers', 'run_batch', 'BatchInterrupted', 'batch_main']
 
 # %% ../nbs/13_batch.ipynb #0908512a
 _RANGE_TYPES = {'log': float, 'uniform': float, 'int': int}
@@ -91,18 +91,28 @@ def parse_grid(pairs: list[tuple[str, str]] = (),  # (name, 'v1,v2,...') pairs f
         if not values: raise ParamError(f"parameter {name!r} has no values")
     return grid
 
+def _params_key(params: dict) -> str:
+    "The exact parameters as text: 1, 1.0, True and '1' differ, 0.01 and 1e-2 do not."
+    return json.dumps(params, sort_keys=True, default=repr)
+
+def _distinct(runs) -> list[dict]:
+    "The runs in order, each combination once: two runs of the same parameters would share, and clobber, one folder."
+    seen = {}
+    for r in runs: seen.setdefault(_params_key(r), r)
+    return list(seen.values())
+
 def expand_grid(grid: dict[str, list]) -> list[dict]:
-    "Every combination of the grid's values, the first parameter varying slowest."
+    "Every distinct combination of the grid's values, the first parameter varying slowest."
     drawn = [n for n, values in grid.items() if any(isinstance(v, Range) for v in values)]
     if drawn: raise ParamError(f"{', '.join(drawn)}: a range is drawn from, not listed; add --sample N to draw N runs")
     names = list(grid)
-    return [dict(zip(names, combination)) for combination in itertools.product(*(grid[n] for n in names))]
+    return _distinct(dict(zip(names, combination)) for combination in itertools.product(*(grid[n] for n in names)))
 
 def sample_grid(grid: dict[str, list],  # values and ranges
                 n: int,  # how many runs
                 seed: int = 0,  # seeds the draw
                ) -> list[dict]:
-    "`n` runs drawn from the grid: distinct combinations of a finite grid, else a value or a draw from each parameter."
+    "`n` distinct runs drawn from the grid (fewer when it has fewer): combinations of a finite grid, else a value or a draw from each parameter."
     if n < 1: raise ParamError(f"--sample must be at least 1, got {n}")
     rng = random.Random(seed)
     if not any(isinstance(v, Range) for values in grid.values() for v in values):
@@ -111,7 +121,12 @@ def sample_grid(grid: dict[str, list],  # values and ranges
     def pick(values):
         v = rng.choice(values)
         return v.draw(rng) if isinstance(v, Range) else v
-    return [{name: pick(values) for name, values in grid.items()} for _ in range(n)]
+    runs = {}
+    for _ in range(100 * n):  # narrow ranges (int:1:3) may hold fewer than n combinations: stop drawing some time
+        run = {name: pick(values) for name, values in grid.items()}
+        runs.setdefault(_params_key(run), run)
+        if len(runs) == n: break
+    return list(runs.values())
 
 # %% ../nbs/13_batch.ipynb #01b7ee40
 _ACCEPTS = {'int': (int,), 'float': (int, float), 'str': (str,), 'bool': (bool,)}
@@ -133,9 +148,18 @@ def check_grid(grid: dict[str, list], notebook: Path | str | None = None):
                 raise ParamError(f"parameter {name!r} is declared {kind}, but {value!r} is {type(value).__name__}")
 
 # %% ../nbs/13_batch.ipynb #68fd2162
+_NAME_LIMIT = 120  # characters of a run's folder name: far below the 255 bytes file systems allow
+
+def _clean(value) -> str: return re.sub(r'[^A-Za-z0-9.+-]', '-', str(value))
+
 def run_name(params: dict) -> str:
-    "A folder name made of the run's parameters, sorted by name, safe on any file system."
-    return '_'.join(f"{k}={re.sub(r'[^A-Za-z0-9.+-]', '-', str(v))}" for k, v in sorted(params.items())) or 'defaults'
+    "A folder name made of the run's parameters, sorted by name, safe on any file system; different parameters, different names."
+    name = '_'.join(f"{k}={_clean(v)}" for k, v in sorted(params.items())) or 'defaults'
+    # a value the name does not spell exactly ('/data/a b' and '/data/a-b' both clean to '-data-a-b'; the text '1' and the
+    # number 1), or a name too long to be a folder, gets a hash of the exact parameters; other names stay as they always were
+    exact = all(_clean(v) == str(v) and type(parse_value(str(v))) is type(v) for v in params.values())
+    if exact and len(name) <= _NAME_LIMIT: return name
+    return f"{name[:_NAME_LIMIT - 13]}_{hashlib.sha256(_params_key(params).encode()).hexdigest()[:12]}"
 
 def finished(run_dir: Path) -> dict | None:
     "The metrics of a run that completed in `run_dir`, else None."
@@ -173,27 +197,32 @@ def run_one(params: dict,  # this run's parameters
             reuse_kernel: bool = False,  # run in this worker's kept kernel (reset first) instead of a new one
            ) -> dict:
     "Run one combination of the grid; return its summary row (never raises)."
-    row = _row(params, batch_dir)
-    if reuse_kernel: _kept_kernel(start_timeout)  # starts warming now, while the notebook is read below
-    why = 'forced' if force else why_rerun(params, batch_dir, notebook)
-    if why is None: return skipped(params, batch_dir)
-    run_dir = _run_dir(row)
-    if run_dir.is_dir(): clear_stale_temporaries(run_dir)  # left by a run killed midway
-    start = time.perf_counter()
-    try:
+    row, start = {'run': run_name(params), **params, 'notebook': ''}, time.perf_counter()
+    try:  # everything, the kernel's start and the run's folder included: a failure here is this run's alone
+        row = _row(params, batch_dir)
+        if reuse_kernel: _kept_kernel(start_timeout)  # starts warming now, while the notebook is read below
+        why = 'forced' if force else why_rerun(params, batch_dir, notebook)
+        if why is None: return skipped(params, batch_dir)
+        run_dir = _run_dir(row)
+        if run_dir.is_dir(): clear_stale_temporaries(run_dir)  # left by a run killed midway
+        start = time.perf_counter()
         with _stderr_to(run_dir/'kernel.log'):
             kernel = _kept_kernel(start_timeout) if reuse_kernel else None
             metrics = run_end_to_end(run_dir, {'quiet': True, 'threads': threads or _worker_threads(host_slots), **params},
                                      notebook=notebook, progress=False, timeout=timeout, start_timeout=start_timeout,
                                      kernel=kernel)
-    except FashionNBError as e:
-        _drop_kept_kernel()  # a failed run's kernel is not trusted with the next one
-        return {**row, 'status': 'failed', 'reason': str(e), 'seconds': time.perf_counter() - start}
-    except Exception as e:  # a dead kernel, a full disk: still only this run's failure
-        _drop_kept_kernel()
-        reason = ' '.join(str(e).split())[:300]
-        return {**row, 'status': 'failed', 'reason': f"{type(e).__name__}: {reason}", 'seconds': time.perf_counter() - start}
+    except Exception as e:  # a run's error, a kernel that would not start, a dead kernel, a full disk
+        _drop_kept_kernel()  # a failed run's kernel is not trusted with the next one: that one starts a fresh kernel
+        return _failed(row, e, time.perf_counter() - start)
     return {**row, **_results(metrics), 'status': 'done', 'reason': why.replace('stale', 'was stale') if why.startswith('stale') else ''}
+
+def _failed(row: dict, error: BaseException, seconds: float | None = None) -> dict:
+    "A failed run's summary row, its reason on one line."
+    if isinstance(error, FashionNBError): reason = str(error)  # written for the user already
+    else:
+        detail = ' '.join(str(error).split())[:300]
+        reason = f"{type(error).__name__}: {detail}" if detail else type(error).__name__
+    return {**row, 'status': 'failed', 'reason': reason, 'seconds': seconds}
 
 _kept = threading.local()  # one kernel per worker thread: a Dask worker may run several tasks at once
 
@@ -205,8 +234,8 @@ def _kept_kernel(start_timeout: int = 60) -> WarmKernel:
     return _kept.kernel
 
 def _drop_kept_kernel():
-    if getattr(_kept, 'kernel', None) is not None: _kept.kernel.shutdown()
-    _kept.kernel = None
+    kernel, _kept.kernel = getattr(_kept, 'kernel', None), None
+    if kernel is not None: kernel.shutdown()
 
 def _host(address: str) -> str: return address.split('://')[-1].rsplit(':', 1)[0]
 
@@ -219,20 +248,29 @@ def _worker_threads(host_slots: dict | None = None) -> int:
     slots = (host_slots or {}).get(_host(worker.address)) or getattr(getattr(worker, 'state', worker), 'nthreads', 1) or 1
     return max(1, (os.cpu_count() or 1) // slots)
 
+_stderr_taken = threading.Lock()  # fd 2 is the whole process's: one run at a time may send it to its log
+
 @contextlib.contextmanager
 def _stderr_to(path: Path):
-    "Send this process's stderr, and so that of the kernel it starts, to the file `path` meanwhile."
+    "Send this process's stderr, and so that of the kernel it starts, to the file `path` meanwhile; unless another thread does."
     path.parent.mkdir(parents=True, exist_ok=True)
-    sys.stderr.flush()
-    saved = os.dup(2)
+    if not _stderr_taken.acquire(blocking=False):
+        # a Dask worker's other thread has fd 2: swapping it too would leave it on a log when the two end out of order;
+        # this run goes on with stderr unchanged rather than wait for the other
+        yield
+        return
     try:
-        with open(path, 'ab') as log:
-            os.dup2(log.fileno(), 2)
-            yield
-    finally:
         sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
+        saved = os.dup(2)
+        try:
+            with open(path, 'ab') as log:
+                os.dup2(log.fileno(), 2)
+                yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+    finally: _stderr_taken.release()
 
 def _row(params: dict, batch_dir: Path | str) -> dict:
     "The start of a run's summary row: its name, its parameters and where its notebook goes."
@@ -280,8 +318,14 @@ def receive_run(row: dict,  # the worker's summary row
                 files: dict[str, bytes],  # the run's files by name
                 batch_dir: Path | str,  # where the run's folder goes
                ) -> dict:
-    "Write a run's files from a worker into the batch folder, `metrics.json` last; return its row with this machine's paths."
+    "Write a run's files from a worker into the batch folder, `metrics.json` last, removing older ones; return its row with this machine's paths."
     run_dir = Path(batch_dir).resolve()/row['run']
+    # an earlier run's results that this one does not replace would pass for its own: metrics.json (a later batch would
+    # skip the run as finished), a model.pt when this one sends none; the old metrics.json goes first, so a crash midway reruns it
+    if run_dir.is_dir():
+        old = [p for p in run_dir.iterdir() if p.is_file() and not p.name.startswith('.')
+               and (p.name not in files or p.name == 'metrics.json')]
+        for p in sorted(old, key=lambda p: p.name != 'metrics.json'): p.unlink(missing_ok=True)
     for name in sorted(files, key=lambda n: n == 'metrics.json'):
         with atomic_path(run_dir/name) as tmp: tmp.write_bytes(files[name])
     return {**row, 'notebook': str(run_dir/'end_to_end.ipynb')}
@@ -327,6 +371,7 @@ def report(table: list[dict], rows: list[dict]) -> list[str]:
     done = sum(r['status'] in ('done', 'skipped') for r in rows)
     lines = [f"{done} of {len(rows)} runs finished; {len(table)} setting{'s' * (len(table) != 1)} compared on validation accuracy"]
     chosen = choose(table, rows)
+    if not done: return lines + ["no setting chosen: no run finished"]
     if chosen is None:
         return lines + ["no setting chosen: these runs put no validation images aside (val_size 0), and a setting chosen on "
                         "the test split would have its test accuracy overstated"]
@@ -374,21 +419,26 @@ def plot_settings(rows: list[dict], table: list[dict]):
     import matplotlib.pyplot as plt
     names = [n for n in (table[0] if table else {}) if n not in _SETTING_COLUMNS]
     ok = [r for r in rows if r['status'] in ('done', 'skipped')]
-    has_validation = table and table[0]['val_mean'] is not None
+    has_validation = bool(table) and table[0]['val_mean'] is not None
     key = 'val_accuracy' if has_validation else 'final_train_accuracy'
-    fig, ax = plt.subplots(figsize=(max(5, 1.3 * len(table) + 2), 4))
-    for i, setting in enumerate(table):
-        values = [r[key] for r in ok if all(r[n] == setting[n] for n in names)]
+    # settings without a validation split (val_size 0 beside val_size 1000) have no validation accuracy to show
+    shown = [s for s in table if s['val_mean'] is not None] if has_validation else table
+    runs = {s['setting']: [r for r in ok if all(r[n] == s[n] for n in names) and r.get(key) is not None] for s in shown}
+    fig, ax = plt.subplots(figsize=(max(5, 1.3 * len(shown) + 2), 4))
+    for i, setting in enumerate(shown):
+        values = [r[key] for r in runs[setting['setting']]]
         colour = f"C{i % 10}"  # the colours of `plot_curves`, setting for setting
-        ax.bar(i, statistics.mean(values), color=colour, alpha=0.3, width=0.6)
+        if values: ax.bar(i, statistics.mean(values), color=colour, alpha=0.3, width=0.6)
         ax.plot([i] * len(values), values, 'o', color=colour)
-    ax.set_xticks(range(len(table)), [s['setting'] for s in table], rotation=20, ha='right')
+    ax.set_xticks(range(len(shown)), [s['setting'] for s in shown], rotation=20, ha='right')
     ax.set_ylabel('validation accuracy' if has_validation else 'final-epoch training accuracy')
-    failed = len(rows) - len(ok)
-    ax.set_title((f"{len(ok)} runs, best first: the chosen setting is on the left" if has_validation else
+    failed, unvalidated = len(rows) - len(ok), len(table) - len(shown)
+    ax.set_title((f"{sum(map(len, runs.values()))} runs, best first: the chosen setting is on the left" if has_validation else
                   f"{len(ok)} runs; no validation split, so no setting is chosen")
-                 + (f"; {failed} failed, not shown" if failed else '') + '; a dot a run, a bar the mean', fontsize=10)
-    values = [r[key] for r in ok]
+                 + (f"; {failed} failed, not shown" if failed else '')
+                 + (f"; {unvalidated} setting{'s' * (unvalidated != 1)} without validation, not shown" if unvalidated else '')
+                 + '; a dot a run, a bar the mean', fontsize=10)
+    values = [r[key] for shown_runs in runs.values() for r in shown_runs]
     if values: ax.set_ylim(max(0, min(values) - 0.05), min(1, max(values) + 0.02))
     fig.tight_layout()
     return fig
@@ -399,10 +449,14 @@ def plot_curves(rows: list[dict], table: list[dict]):
     if not table or table[0]['val_mean'] is None: return None
     names = [n for n in table[0] if n not in _SETTING_COLUMNS]
     fig, ax = plt.subplots(figsize=(7, 4))
-    for i, setting in enumerate(table[:10]):  # the ten best: more lines than that cannot be told apart
-        curves = [[h['valid_accuracy'] for h in finished(_run_dir(r))['history']] for r in rows
-                  if r['status'] in ('done', 'skipped') and all(r[n] == setting[n] for n in names)]
+    # the ten best with a validation split: more lines than that cannot be told apart
+    for i, setting in enumerate([s for s in table if s['val_mean'] is not None][:10]):
+        histories = [(finished(_run_dir(r)) or {}).get('history') or [] for r in rows
+                     if r['status'] in ('done', 'skipped') and all(r[n] == setting[n] for n in names)]
+        curves = [[h['valid_accuracy'] for h in history] for history in histories
+                  if history and all(h.get('valid_accuracy') is not None for h in history)]
         colour = f"C{i}"
+        if not curves: continue  # its results were moved or deleted since
         for curve in curves: ax.plot(range(1, len(curve) + 1), curve, color=colour, alpha=0.25, lw=1)
         length = min(len(c) for c in curves)
         ax.plot(range(1, length + 1), [statistics.mean(c[e] for c in curves) for e in range(length)], 'o-', color=colour,
@@ -482,18 +536,54 @@ def run_batch(grid: dict[str, list],  # parameter name to its list of values (or
               security=None,  # a `distributed.security.Security` for a tls:// scheduler; None: Dask's configuration
              ) -> list[dict]:
     "Run the end-to-end notebook for every combination of `grid`; write the summaries and figures to `out`."
-    from tqdm import tqdm
     grid = {**grid, 'val_size': grid.get('val_size', [DEFAULT_VAL_SIZE])}
+    if 'data_dir' in grid:  # a relative folder is the caller's, as for `fashion-nb run`, and runs compare by the absolute one
+        grid['data_dir'] = [os.path.abspath(d) if isinstance(d, str) and d else d for d in grid['data_dir']]
     check_grid(grid, notebook)
     combinations = sample_grid(grid, sample, sample_seed) if sample is not None else expand_grid(grid)
     random.Random(sample_seed).shuffle(combinations)
     if workers is not None and workers < 1: raise ParamError(f"workers must be at least 1, got {workers}")
     out = Path(out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    try: out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ParamError(f"--out {out} cannot be used as a folder ({'it is a file' if out.is_file() else e.strerror})") from None
     clear_stale_temporaries(out)  # left by a batch killed midway
     # run_one by its module path, so that worker processes can import it even when this runs in a notebook
     task = importlib.import_module('fashion_nb.batch').run_one
     rows, counts = [], {'done': 0, 'skipped': 0, 'failed': 0}
+    try:
+        _run_all(combinations, out, rows, counts, task, grid, workers, scheduler, timeout, force, progress, notebook,
+                 start_timeout, keep_model, security)
+    except KeyboardInterrupt:
+        write_summary(rows, out/'summary.csv')  # what finished is kept, and the same command resumes from it
+        raise BatchInterrupted(f"interrupted: {counts['done'] + counts['skipped']} of {len(combinations)} runs finished, "
+                               f"{counts['failed']} failed, in {out/'summary.csv'}; the same command runs the rest") from None
+    write_summary(rows, out/'summary.csv')
+    _write_conclusions(rows, out)
+    return sorted(rows, key=lambda r: r['run'])
+
+class BatchInterrupted(FashionNBError):
+    "The batch was interrupted (Ctrl-C): the runs not started were cancelled, those running stopped."
+
+def _local_worker_signals():
+    "In a local worker: Ctrl-C reaches the whole process group, but the batch decides what stops, with SIGTERM."
+    import signal
+    def stop(signum, frame):
+        # the kept kernel, in a session of its own, would outlive this process and then say so on the terminal
+        with contextlib.suppress(Exception): os.killpg(_kept.kernel.manager.provisioner.pgid, signal.SIGKILL)
+        os._exit(128 + signum)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, stop)
+
+def _outcome(future, params: dict, out: Path, receive: bool = False) -> dict:
+    "A finished future's row; a failed row when its worker did not report (a killed process, a lost Dask worker)."
+    try: return receive_run(*future.result(), out) if receive else future.result()
+    except Exception as e: return _failed(_row(params, out), e)
+
+def _run_all(combinations, out, rows, counts, task, grid, workers, scheduler, timeout, force, progress, notebook,
+             start_timeout, keep_model, security):
+    "Run the combinations, collecting each row into `rows` (and summary.csv) as it comes."
+    from tqdm import tqdm
     with tqdm(total=len(combinations), desc='batch', unit='run', disable=not progress, file=sys.stderr) as bar:
         def collect(row):
             rows.append(row)
@@ -511,9 +601,17 @@ def run_batch(grid: dict[str, list],  # parameter name to its list of values (or
         elif scheduler is None:
             slots = min(workers or default_workers(grid), len(pending))
             threads = max(1, (os.cpu_count() or 1) // slots)
-            with ProcessPoolExecutor(slots, mp_context=get_context('spawn')) as pool:
-                futures = [pool.submit(task, params, out, threads=threads, **arguments) for params in pending]
-                for future in as_completed(futures): collect(future.result())
+            pool = ProcessPoolExecutor(slots, mp_context=get_context('spawn'),
+                                      initializer=importlib.import_module('fashion_nb.batch')._local_worker_signals)
+            try:
+                futures = {pool.submit(task, params, out, threads=threads, **arguments): params for params in pending}
+                for future in as_completed(futures): collect(_outcome(future, futures[future], out))
+            except BaseException:  # Ctrl-C: the runs not started are cancelled, those running stopped (they rerun next time)
+                processes = list((getattr(pool, '_processes', None) or {}).values())
+                pool.shutdown(wait=False, cancel_futures=True)
+                for process in processes: process.terminate()  # their kernels exit with them
+                raise
+            pool.shutdown()
         else:
             from distributed import Client
             from distributed import as_completed as dask_completed
@@ -526,14 +624,15 @@ def run_batch(grid: dict[str, list],  # parameter name to its list of values (or
                 slots = min(sum(host_slots.values()) or 1, len(pending))
                 remote = importlib.import_module('fashion_nb.batch').run_on_worker
                 source = Path(notebook).read_bytes() if notebook else None  # workers need no path of this machine
-                futures = [client.submit(remote, params, timeout=timeout, start_timeout=start_timeout, host_slots=host_slots,
-                                         notebook_source=source, keep_model=keep_model, pure=False) for params in pending]
-                for future in dask_completed(futures): collect(receive_run(*future.result(), out))
+                futures = {client.submit(remote, params, timeout=timeout, start_timeout=start_timeout, host_slots=host_slots,
+                                         notebook_source=source, keep_model=keep_model, pure=False): params for params in pending}
+                try:
+                    for future in dask_completed(list(futures)): collect(_outcome(future, futures[future], out, receive=True))
+                except BaseException:
+                    client.cancel(list(futures))  # Ctrl-C: no run starts on the cluster after it
+                    raise
             finally:
                 if client is not scheduler: client.close()
-    write_summary(rows, out/'summary.csv')
-    _write_conclusions(rows, out)
-    return sorted(rows, key=lambda r: r['run'])
 
 def _write_conclusions(rows: list[dict], out: Path):
     "settings.csv, report.md and the figures, from the summary rows."

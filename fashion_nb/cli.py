@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .batch import batch_main
+from .batch import BatchInterrupted, batch_main
 from .core import FashionNBError
 from .run import parse_value, run_end_to_end
 
@@ -58,6 +58,12 @@ def main(argv: list[str] | None = None) -> int:
         parameters = {name: parse_value(value) for name, value in args.parameter}
         metrics = run_end_to_end(args.out, parameters, progress=not args.no_progress, timeout=args.timeout,
                                  start_timeout=args.start_timeout)
+    except BatchInterrupted as e:
+        print(f"fashion-nb: {e}", file=sys.stderr)
+        return 130  # the shell's code for a command stopped by Ctrl-C
+    except KeyboardInterrupt:
+        print("fashion-nb: interrupted", file=sys.stderr)
+        return 130
     except FashionNBError as e:
         print(f"fashion-nb: {e}", file=sys.stderr)
         return 1

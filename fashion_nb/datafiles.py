@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import io
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,7 +78,7 @@ def _decompressed(path: Path) -> bytes:
     try:
         raw = path.read_bytes()
         return gzip.decompress(raw) if path.suffix == '.gz' else raw
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as e:  # zlib.error: a damaged compressed body
         raise DataIntegrityError(f"{path}: cannot be read ({type(e).__name__}: {e}); "
                                  "delete it and set the data up again (see the README)") from None
 
@@ -204,6 +205,7 @@ def torchvision_dataset(split: str = 'train',  # 'train' or 'test'
                         download: bool = True,  # allow torchvision's download as the last resort
                        ):
     "The tutorial's `torchvision.datasets.FashionMNIST`, read from the same checked files as `read_split`."
+    if split not in SPLITS: raise ValueError(f"split must be one of {sorted(SPLITS)}, got {split!r}")  # else any other name gives the test split
     from torchvision import datasets, transforms
     files = find_data(data_dir, download)
     raw = project_data_dir()

@@ -265,9 +265,14 @@ def run_end_to_end(out_dir: Path | str,  # the folder for the executed notebook 
     parameters = dict(parameters or {})
     check_names(parameters, notebook)
     _whole('start_timeout', start_timeout, 1); _whole('start_attempts', start_attempts, 1)
+    if timeout is not None: _whole('timeout', timeout, 1)  # nbclient reads 0 or less as no limit at all
+    data_dir = parameters.get('data_dir')
+    if isinstance(data_dir, str) and data_dir and not os.path.isabs(data_dir):  # the kernel starts in the checkout, not here
+        parameters['data_dir'] = os.path.abspath(data_dir)
     fingerprint = run_fingerprint(parameters, notebook)  # of what is about to run
     out_dir = Path(out_dir).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try: out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e: raise ParamError(f"out_dir {str(out_dir)!r} cannot be created ({e.strerror})") from None
     executed, partial = out_dir/'end_to_end.ipynb', out_dir/'.end_to_end.partial.ipynb'  # papermill warns unless .ipynb
     for stale in (out_dir/'metrics.json', partial): stale.unlink(missing_ok=True)  # an earlier run's, killed or finished
     if kernel is not None: kernel.reset(); kernel.runs += 1

@@ -198,13 +198,14 @@ def load_checkpoint(path: Path | str,
     "A `Network` with the weights saved at `path`, in eval mode, and the whole checkpoint."
     path = Path(path)
     if not path.is_file(): raise CheckpointError(f"{path}: no such checkpoint; train one first (`make demo` writes runs/demo/model.pt)")
+    dev = pick_device(device)  # outside the try: a device this machine lacks is not a bad checkpoint
     try:
-        checkpoint = torch.load(path, map_location=pick_device(device), weights_only=True)
+        checkpoint = torch.load(path, map_location=dev, weights_only=True)
         model = Network()
         model.load_state_dict(checkpoint['state_dict'])
     except Exception as e:
         raise CheckpointError(f"{path}: not a fashion_nb checkpoint ({type(e).__name__}); train and save it again") from None
-    return model.to(pick_device(device)).eval(), checkpoint
+    return model.to(dev).eval(), checkpoint
 
 # %% ../nbs/02_training.ipynb #3649737e
 def load_or_fit(path: Path | str,  # a checkpoint to use if it exists

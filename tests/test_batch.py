@@ -67,6 +67,19 @@ def test_local_batch_runs_every_combination(local_batch):
     assert comparable(read_summary(out/'summary.csv')) == comparable(rows)
 
 
+def test_a_relative_data_dir_is_the_callers_and_its_runs_resume(tmp_path, real_data_available, monkeypatch):
+    "Resolved against the folder the batch is started from, once, so a second call finds the same runs finished."
+    from fashion_nb.datafiles import find_data
+    mine = tmp_path/'mydata'
+    mine.mkdir()
+    for path in find_data(download=False).values(): (mine/path.name).symlink_to(path)
+    monkeypatch.chdir(tmp_path)
+    grid = {'data_dir': ['mydata'], 'seed': [0], **SMALL}
+    first = run_batch(grid, 'out', workers=1, progress=False)
+    assert [r['status'] for r in first] == ['done'] and first[0]['data_dir'] == str(mine)
+    assert [r['status'] for r in run_batch(grid, 'out', workers=1, progress=False)] == ['skipped']
+
+
 def test_rerun_skips_finished_runs_and_force_reruns(local_batch):
     grid, out, rows = local_batch
     started = time.perf_counter()
@@ -258,3 +271,67 @@ def test_a_yaml_tag_that_builds_an_object_is_refused(tmp_path):
         parse_grid(yaml_file=tmp_path/'grid.yml')
     assert str(info.value) == f"{tmp_path/'grid.yml'}: cannot read the parameter file (ConstructorError); check the path and its YAML"
     assert not marker.exists()
+
+
+def test_a_kept_kernel_that_cannot_start_fails_only_its_run(tmp_path, monkeypatch):
+    "The kernel's start is inside run_one's try: a failed row, and the next run starts a fresh kernel."
+    import zmq
+    from fashion_nb import batch
+    started = []
+    class Unstartable:
+        def __init__(self, start_timeout): started.append(self); raise zmq.ZMQError(98, 'Address already in use')
+    monkeypatch.setattr(batch, 'WarmKernel', Unstartable)
+    monkeypatch.setattr(batch._kept, 'kernel', None, raising=False)
+    row = batch.run_one({'seed': 0}, tmp_path, reuse_kernel=True)
+    assert row['status'] == 'failed' and row['reason'] == 'ZMQError: Address already in use' and row['run'] == 'seed=0'
+    assert batch._kept.kernel is None
+    class Fresh:
+        def __init__(self, start_timeout): started.append(self)
+        def alive(self): return True
+        def shutdown(self): pass
+    monkeypatch.setattr(batch, 'WarmKernel', Fresh)
+    monkeypatch.setattr(batch, 'run_end_to_end', lambda *a, **k: {
+        'test_accuracy': 0.8, 'train_accuracy': 0.8, 'history': [{'accuracy': 0.8}], 'seconds': {'total': 1.0}})
+    assert batch.run_one({'seed': 0}, tmp_path, reuse_kernel=True)['status'] == 'done'
+    assert len(started) == 2 and isinstance(started[1], Fresh)
+
+
+@pytest.mark.parametrize('where', ['file', 'file/under'])
+def test_out_that_cannot_be_a_folder_is_refused_in_one_line(tmp_path, where):
+    (tmp_path/'file').write_text('not a folder')
+    with pytest.raises(ParamError, match=r"^--out .* cannot be used as a folder \((it is a file|Not a directory)\)$"):
+        run_batch({'seed': [0], **SMALL}, tmp_path/where, progress=False)
+
+
+def test_duplicates_run_once_and_a_long_value_fails_only_its_run(tmp_path, real_data_available):
+    "0.01 and 1e-2 are one run; a 260-character value makes a short folder name, and its run fails on its own."
+    rows = run_batch({'lr': [0.01, 1e-2], 'device': ['cpu', 'x' * 260], **SMALL}, tmp_path, workers=2, progress=False)
+    assert len(rows) == 2 and sorted(r['status'] for r in rows) == ['done', 'failed']
+    failed = next(r for r in rows if r['status'] == 'failed')
+    assert len(failed['run']) <= 120 and '\n' not in failed['reason'] and (tmp_path/failed['run']).is_dir()
+    assert len(read_summary(tmp_path/'summary.csv')) == 2 and (tmp_path/'report.md').is_file()
+
+
+def test_ctrl_c_stops_the_batch_and_keeps_what_finished(tmp_path, real_data_available):
+    "SIGINT to the whole process group, as Ctrl-C in a terminal, once the first of four runs has finished."
+    command = [Path(sys.executable).parent/'fashion-nb', 'batch', '-p', 'seed', '0,1,2,3', '-p', 'limit', '300', '-p', 'epochs', '1',
+               '-p', 'val_size', '100', '--workers', '1', '--no-progress', '--out', tmp_path/'out']
+    batch = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list((tmp_path/'out').glob('*/metrics.json')):
+            assert batch.poll() is None and time.monotonic() < deadline, 'the first run did not finish'
+            time.sleep(0.1)
+        time.sleep(0.5)  # the batch collects the row; the next run starts
+        os.killpg(batch.pid, signal.SIGINT)
+        out, err = batch.communicate(timeout=30)
+    finally:
+        if batch.poll() is None: os.killpg(batch.pid, signal.SIGKILL); batch.wait()
+    assert batch.returncode == 130 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith('fashion-nb: interrupted: '), err
+    folders = [p for p in (tmp_path/'out').iterdir() if p.is_dir()]
+    time.sleep(3)  # no worker goes on to start another run
+    assert len([p for p in (tmp_path/'out').iterdir() if p.is_dir()]) == len(folders) <= 2
+    rows = read_summary(tmp_path/'out'/'summary.csv')
+    finished_runs = sorted(p.parent.name for p in (tmp_path/'out').glob('*/metrics.json'))
+    assert sorted(r['run'] for r in rows if r['status'] == 'done') == finished_runs and len(finished_runs) >= 1

@@ -115,6 +115,17 @@ def test_truncated_gzip_and_truncated_idx(tiny):
         load_split('train', folder, download=False)
 
 
+def test_a_damaged_gzip_body_is_one_line(tiny):
+    "Flipped bits inside the compressed body make zlib fail, not gzip's own checks: still a DataIntegrityError."
+    folder, images, _ = tiny
+    target = folder/'train-images-idx3-ubyte.gz'
+    gz = gzip.compress(idx_bytes(images))
+    target.write_bytes(gz[:10] + bytes(b ^ 0xff for b in gz[10:-8]) + gz[-8:])  # header and trailer kept
+    with pytest.raises(datafiles.DataIntegrityError) as info:
+        load_split('train', folder, download=False)
+    assert str(info.value).startswith(f"{target}: cannot be read (error: ") and '\n' not in str(info.value)
+
+
 def test_image_and_label_counts_must_match(isolated, monkeypatch):
     images = torch.zeros(5, 28, 28, dtype=torch.uint8)
     labels = torch.zeros(4, dtype=torch.uint8)
@@ -163,3 +174,10 @@ def test_real_data_matches_torchvision(real_data_available):
     theirs = datafiles.torchvision_dataset('test', download=False)
     for i in (0, 1, 4999, 9999):
         assert torch.equal(ours[i][0], theirs[i][0]) and ours[i][1] == theirs[i][1]
+
+
+@pytest.mark.parametrize('split', ['valid', 'Train', 'test '])
+def test_torchvision_dataset_refuses_an_unknown_split(isolated, split):
+    "Any name but 'train' used to give the test split without a word."
+    with pytest.raises(ValueError, match=r"split must be one of \['test', 'train'\]"):
+        datafiles.torchvision_dataset(split, download=False)

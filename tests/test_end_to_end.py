@@ -105,6 +105,37 @@ def test_command_refuses_unknown_parameter_before_running(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize('args, message', [
+    (['--timeout', '0'], 'timeout must be at least 1, got 0'),
+    (['--timeout', '-5'], 'timeout must be at least 1, got -5'),
+    (['--start-timeout', '0'], 'start_timeout must be at least 1, got 0'),
+])
+def test_command_refuses_a_timeout_below_one_second(tmp_path, capsys, args, message):
+    "nbclient would read 0 or less as no limit at all."
+    assert main(['run', *args, '--out', str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count('\n') == 0 and message in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_command_refuses_an_out_folder_under_a_file(tmp_path, capsys):
+    (tmp_path/'afile').write_text('')
+    for out in (tmp_path/'afile', tmp_path/'afile'/'sub'):
+        assert main(['run', '-p', 'limit', '100', '--out', str(out)]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.count('\n') == 0 and f"out_dir {str(out)!r} cannot be created (" in err, err
+
+
+def test_a_relative_data_dir_is_the_callers(tmp_path, monkeypatch):
+    "The kernel starts in the checkout, which has a data/ folder: a relative data_dir must still mean the caller's folder."
+    assert (project_root()/'data').is_dir()  # else the test would pass without the fix
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RunError) as info:
+        run_end_to_end(tmp_path/'out', {**TINY_RUN, 'data_dir': 'data'}, progress=False)
+    message = str(info.value)
+    assert '\n' not in message and f"ParamError: data_dir {str(tmp_path/'data')!r} is not a readable folder" in message, message
+
+
 def test_command_reports_a_failed_cell(tmp_path):
     command = Path(sys.executable).parent/'fashion-nb'  # the console script pyproject.toml declares
     result = subprocess.run([command, 'run', '-p', 'epochs', '0', '--no-progress',

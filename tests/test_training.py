@@ -6,7 +6,7 @@ import torch
 
 from fashion_nb.data import CLASS_NAMES, load_split
 from fashion_nb.model import Network
-from fashion_nb.training import (CheckpointError, NonFiniteLossError, fit, load_checkpoint, save_checkpoint,
+from fashion_nb.training import (CheckpointError, DeviceError, NonFiniteLossError, fit, load_checkpoint, save_checkpoint,
                                  seed_everything)
 
 
@@ -70,6 +70,15 @@ def test_unreadable_checkpoint(tmp_path):
     (tmp_path/'bad.pt').write_bytes(b'\x80\x04not a checkpoint')
     with pytest.raises(CheckpointError, match='not a fashion_nb checkpoint'):
         load_checkpoint(tmp_path/'bad.pt')
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='CUDA is here: loading onto it is allowed')
+def test_a_missing_device_is_not_a_bad_checkpoint(tmp_path):
+    "A good checkpoint asked onto CUDA on a machine without it: the device's one line, not the file's."
+    path = save_checkpoint(tmp_path/'model.pt', Network())
+    with pytest.raises(DeviceError) as info:
+        load_checkpoint(path, 'cuda')
+    assert not isinstance(info.value, CheckpointError) and 'CUDA is not available here' in str(info.value)
 
 
 def test_a_checkpoint_carrying_a_pickled_callable_is_refused(tmp_path):
