@@ -313,10 +313,13 @@ def test_duplicates_run_once_and_a_long_value_fails_only_its_run(tmp_path, real_
 
 
 def test_ctrl_c_stops_the_batch_and_keeps_what_finished(tmp_path, real_data_available):
-    "SIGINT to the whole process group, as Ctrl-C in a terminal, once the first of four runs has finished."
-    command = [Path(sys.executable).parent/'fashion-nb', 'batch', '-p', 'seed', '0,1,2,3', '-p', 'limit', '300', '-p', 'epochs', '1',
+    "SIGINT to the whole process group, as Ctrl-C in a terminal, once the first of six runs has finished."
+    # runs of a few seconds each, so that the batch is still running when the signal comes
+    command = [Path(sys.executable).parent/'fashion-nb', 'batch', '-p', 'seed', '0,1,2,3,4,5', '-p', 'limit', '3000', '-p', 'epochs', '1',
                '-p', 'val_size', '100', '--workers', '1', '--no-progress', '--out', tmp_path/'out']
-    batch = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # a job started in the background without job control inherits SIGINT ignored, and Python then keeps ignoring it
+    batch = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while not list((tmp_path/'out').glob('*/metrics.json')):
