@@ -40,6 +40,8 @@ def atomic_path(path: Path | str):
     tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
     try:
         yield tmp
+        # on disk before it takes the name: after a power cut the old file is there, not an empty new one
+        with open(tmp, 'rb') as written: os.fsync(written.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
