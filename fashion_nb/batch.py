@@ -31,7 +31,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from .core import FashionNBError, atomic_path, clear_stale_temporaries, save_figure
-from .run import ParamError, WarmKernel, check_names, parse_value, run_end_to_end, run_fingerprint, stale_reason
+from .run import ParamError, WarmKernel, callers_folder, check_names, parse_value, run_end_to_end, run_fingerprint, stale_reason
 
 # %% auto #0
 __all__ = ['SUMMARY_COLUMNS', 'DEFAULT_VAL_SIZE', 'Range', 'parse_range', 'parse_grid', 'expand_grid', 'sample_grid',
@@ -197,9 +197,8 @@ def run_one(params: dict,  # this run's parameters
             reuse_kernel: bool = False,  # run in this worker's kept kernel (reset first) instead of a new one
            ) -> dict:
     "Run one combination of the grid; return its summary row (never raises)."
-    row, start = {'run': run_name(params), **params, 'notebook': ''}, time.perf_counter()
-    try:  # everything, the kernel's start and the run's folder included: a failure here is this run's alone
-        row = _row(params, batch_dir)
+    row, start = _row(params, batch_dir), time.perf_counter()
+    try:  # everything else, the kernel's start and the run's folder included: a failure here is this run's alone
         if reuse_kernel: _kept_kernel(start_timeout)  # starts warming now, while the notebook is read below
         why = 'forced' if force else why_rerun(params, batch_dir, notebook)
         if why is None: return skipped(params, batch_dir)
@@ -537,8 +536,8 @@ def run_batch(grid: dict[str, list],  # parameter name to its list of values (or
              ) -> list[dict]:
     "Run the end-to-end notebook for every combination of `grid`; write the summaries and figures to `out`."
     grid = {**grid, 'val_size': grid.get('val_size', [DEFAULT_VAL_SIZE])}
-    if 'data_dir' in grid:  # a relative folder is the caller's, as for `fashion-nb run`, and runs compare by the absolute one
-        grid['data_dir'] = [os.path.abspath(d) if isinstance(d, str) and d else d for d in grid['data_dir']]
+    if 'data_dir' in grid:  # resolved here, not by each run: the runs' fingerprints and names hold the absolute folder
+        grid['data_dir'] = [callers_folder(d) for d in grid['data_dir']]
     check_grid(grid, notebook)
     combinations = sample_grid(grid, sample, sample_seed) if sample is not None else expand_grid(grid)
     random.Random(sample_seed).shuffle(combinations)

@@ -24,8 +24,8 @@ from .core import DeviceError, FashionNBError, checkout_root, project_root, writ
 
 # %% auto #0
 __all__ = ['END_TO_END', 'PACKAGED_END_TO_END', 'ParamError', 'check_params', 'end_to_end_notebook', 'RunError', 'parse_value',
-           'notebook_parameters', 'check_names', 'run_fingerprint', 'stale_reason', 'kernel_config', 'WarmKernel',
-           'run_end_to_end']
+           'callers_folder', 'notebook_parameters', 'check_names', 'run_fingerprint', 'stale_reason', 'kernel_config',
+           'WarmKernel', 'run_end_to_end']
 
 # %% ../nbs/12_run.ipynb #a634b105
 class ParamError(FashionNBError, ValueError):
@@ -88,13 +88,19 @@ def end_to_end_notebook() -> Path:
 class RunError(FashionNBError):
     "The end-to-end notebook could not be run, or a cell of it failed."
 
+_LITERALS = {'True': True, 'False': False, 'None': None}
+
 def parse_value(text: str):
     "A command-line value as papermill's `-p` reads it: bool, None, int, float or str."
-    if text in ('True', 'False', 'None'): return {'True': True, 'False': False, 'None': None}[text]
+    if text in _LITERALS: return _LITERALS[text]
     for kind in (int, float):
         try: return kind(text)
         except ValueError: pass
     return text
+
+def callers_folder(value):
+    "A relative folder as an absolute one, from the current folder: a run's kernel starts elsewhere (in the checkout)."
+    return os.path.abspath(value) if isinstance(value, str) and value and not os.path.isabs(value) else value
 
 def notebook_parameters(notebook: Path | str | None = None) -> dict:
     "The parameters the notebook declares, by name, with papermill's view of their type, default and help."
@@ -266,9 +272,7 @@ def run_end_to_end(out_dir: Path | str,  # the folder for the executed notebook 
     check_names(parameters, notebook)
     _whole('start_timeout', start_timeout, 1); _whole('start_attempts', start_attempts, 1)
     if timeout is not None: _whole('timeout', timeout, 1)  # nbclient reads 0 or less as no limit at all
-    data_dir = parameters.get('data_dir')
-    if isinstance(data_dir, str) and data_dir and not os.path.isabs(data_dir):  # the kernel starts in the checkout, not here
-        parameters['data_dir'] = os.path.abspath(data_dir)
+    if 'data_dir' in parameters: parameters['data_dir'] = callers_folder(parameters['data_dir'])
     fingerprint = run_fingerprint(parameters, notebook)  # of what is about to run
     out_dir = Path(out_dir).resolve()
     try: out_dir.mkdir(parents=True, exist_ok=True)
