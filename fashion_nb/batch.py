@@ -19,6 +19,7 @@ import itertools
 import json
 import math
 import os
+import queue
 import random
 import re
 import statistics
@@ -38,7 +39,7 @@ __all__ = ['SUMMARY_COLUMNS', 'DEFAULT_VAL_SIZE', 'Range', 'parse_range', 'parse
            'check_grid', 'run_name', 'finished', 'fingerprint_id', 'why_rerun', 'run_one', 'skipped', 'run_on_worker',
            'receive_run', 'compare_settings', 'choose', 'report', 'write_summary', 'write_settings', 'read_summary',
            'plot_settings', 'plot_curves', 'insecure_address_warning', 'cluster_security', 'ClusterError',
-           'connect_scheduler', 'default_workers', 'run_batch', 'BatchInterrupted', 'batch_main']
+           'connect_scheduler', 'default_workers', 'run_batch', 'BatchInterrupted', 'worker_gpus', 'batch_main']
 
 # %% ../nbs/13_batch.ipynb #0908512a
 _RANGE_TYPES = {'log': float, 'uniform': float, 'int': int}
@@ -564,6 +565,37 @@ def run_batch(grid: dict[str, list],  # parameter name to its list of values (or
 class BatchInterrupted(FashionNBError):
     "The batch was interrupted (Ctrl-C): the runs not started were cancelled, those running stopped."
 
+def worker_gpus(grid: dict[str, list],  # the batch's grid; its `device` values decide
+                slots: int,  # local workers
+               ) -> list[str] | None:
+    "The GPU each local worker sees (as its `CUDA_VISIBLE_DEVICES`), in turn; None where the runs need no choosing."
+    import torch
+    devices = {str(d) for d in grid.get('device', ['auto'])}
+    if any(d.startswith('cuda:') for d in devices): return None  # the grid names its GPUs itself
+    if not devices & {'auto', 'cuda'} or not torch.cuda.is_available(): return None
+    visible = os.environ.get('CUDA_VISIBLE_DEVICES')
+    ids = [v.strip() for v in visible.split(',')] if visible else [str(i) for i in range(torch.cuda.device_count())]
+    ids = ids[:torch.cuda.device_count()]  # CUDA stops at the first entry it cannot use
+    return [ids[w % len(ids)] for w in range(slots)] if len(ids) > 1 else None
+
+def _local_worker_start(gpus=None):
+    "In a new local worker: take the next GPU from `gpus` (a queue), when there is one, then set up signals."
+    # every run would otherwise pick cuda:0; a kernel this worker starts inherits the variable
+    if gpus is not None:
+        with contextlib.suppress(queue.Empty): os.environ['CUDA_VISIBLE_DEVICES'] = gpus.get(timeout=10)
+    _local_worker_signals()
+
+def _local_pool(slots: int, gpus: list[str] | None = None) -> ProcessPoolExecutor:
+    "A pool of `slots` new interpreters (spawned: no state copied from this one), each given one of `gpus`."
+    context = get_context('spawn')
+    handed_out = None
+    if gpus is not None:
+        handed_out = context.Queue()
+        for gpu in gpus: handed_out.put(gpu)
+    # the initializer by its module path, so that spawned workers can import it even when this runs in a notebook
+    start = importlib.import_module('fashion_nb.batch')._local_worker_start
+    return ProcessPoolExecutor(slots, mp_context=context, initializer=start, initargs=(handed_out,))
+
 def _local_worker_signals():
     "In a local worker: Ctrl-C reaches the whole process group, but the batch decides what stops, with SIGTERM."
     import signal
@@ -600,8 +632,7 @@ def _run_all(combinations, out, rows, counts, task, grid, workers, scheduler, ti
         elif scheduler is None:
             slots = min(workers or default_workers(grid), len(pending))
             threads = max(1, (os.cpu_count() or 1) // slots)
-            pool = ProcessPoolExecutor(slots, mp_context=get_context('spawn'),
-                                      initializer=importlib.import_module('fashion_nb.batch')._local_worker_signals)
+            pool = _local_pool(slots, worker_gpus(grid, slots))
             try:
                 futures = {pool.submit(task, params, out, threads=threads, **arguments): params for params in pending}
                 for future in as_completed(futures): collect(_outcome(future, futures[future], out))
