@@ -563,7 +563,7 @@ def run_batch(grid: dict[str, list],  # parameter name to its list of values (or
     return sorted(rows, key=lambda r: r['run'])
 
 class BatchInterrupted(FashionNBError):
-    "The batch was interrupted (Ctrl-C): the runs not started were cancelled, those running stopped."
+    "The batch was interrupted (Ctrl-C): the runs not started were cancelled, those running here stopped."
 
 def worker_gpus(grid: dict[str, list],  # the batch's grid; its `device` values decide
                 slots: int,  # local workers
