@@ -1,4 +1,4 @@
-"Batch runs: grid expansion, refusals, resume, staleness, kills, sampling, failure isolation, timeouts and the Dask path, on small real runs."
+"Batch runs: grid expansion, refusals, resume, staleness, kills, sampling, failure isolation, timeouts and the Dask path (lost workers and Ctrl-C included), on small real runs."
 import contextlib
 import json
 import os
@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -312,29 +313,83 @@ def test_duplicates_run_once_and_a_long_value_fails_only_its_run(tmp_path, real_
     assert len(read_summary(tmp_path/'summary.csv')) == 2 and (tmp_path/'report.md').is_file()
 
 
-def test_ctrl_c_stops_the_batch_and_keeps_what_finished(tmp_path, real_data_available):
-    "SIGINT to the whole process group, as Ctrl-C in a terminal, once the first of six runs has finished."
-    # runs of a few seconds each, so that the batch is still running when the signal comes
-    command = [Path(sys.executable).parent/'fashion-nb', 'batch', '-p', 'seed', '0,1,2,3,4,5', '-p', 'limit', '3000', '-p', 'epochs', '1',
-               '-p', 'val_size', '100', '--workers', '1', '--no-progress', '--out', tmp_path/'out']
+SIX_RUNS = ['-p', 'seed', '0,1,2,3,4,5', '-p', 'limit', '3000', '-p', 'epochs', '1', '-p', 'val_size', '100']  # a few seconds each
+
+
+def interrupted_batch(arguments: list, out: Path) -> str:
+    "Start `fashion-nb batch`, send SIGINT to its process group (as Ctrl-C in a terminal) once a run has finished; its stderr."
+    command = [Path(sys.executable).parent/'fashion-nb', 'batch', *SIX_RUNS, *arguments, '--no-progress', '--out', out]
     # a job started in the background without job control inherits SIGINT ignored, and Python then keeps ignoring it
     batch = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
-        while not list((tmp_path/'out').glob('*/metrics.json')):
+        while not list(out.glob('*/metrics.json')):
             assert batch.poll() is None and time.monotonic() < deadline, 'the first run did not finish'
             time.sleep(0.1)
         time.sleep(0.5)  # the batch collects the row; the next run starts
         os.killpg(batch.pid, signal.SIGINT)
-        out, err = batch.communicate(timeout=30)
+        _, err = batch.communicate(timeout=60)
     finally:
         if batch.poll() is None: os.killpg(batch.pid, signal.SIGKILL); batch.wait()
     assert batch.returncode == 130 and "Traceback" not in err, err
     assert err.strip().splitlines()[-1].startswith('fashion-nb: interrupted: '), err
+    return err
+
+
+def summary_keeps_what_finished(out: Path):
+    rows = read_summary(out/'summary.csv')
+    finished_runs = sorted(p.parent.name for p in out.glob('*/metrics.json'))
+    assert sorted(r['run'] for r in rows if r['status'] == 'done') == finished_runs and 1 <= len(finished_runs) < 6
+
+
+def test_ctrl_c_stops_the_batch_and_keeps_what_finished(tmp_path, real_data_available):
+    "Ctrl-C once the first of six runs has finished: the running one stops, no other starts."
+    interrupted_batch(['--workers', '1'], tmp_path/'out')
     folders = [p for p in (tmp_path/'out').iterdir() if p.is_dir()]
     time.sleep(3)  # no worker goes on to start another run
     assert len([p for p in (tmp_path/'out').iterdir() if p.is_dir()]) == len(folders) <= 2
-    rows = read_summary(tmp_path/'out'/'summary.csv')
-    finished_runs = sorted(p.parent.name for p in (tmp_path/'out').glob('*/metrics.json'))
-    assert sorted(r['run'] for r in rows if r['status'] == 'done') == finished_runs and len(finished_runs) >= 1
+    summary_keeps_what_finished(tmp_path/'out')
+
+
+def test_a_worker_lost_midway_fails_only_its_run_on_a_cluster(tmp_path, real_data_available, monkeypatch):
+    "A Dask worker killed while it runs a run: that run becomes a failed row, the other finishes, the summary holds both."
+    distributed = pytest.importorskip('distributed')
+    monkeypatch.setenv('DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES', '0')  # the scheduler gives up at once, not after 3 retries
+    with cluster(tmp_path, 2) as address, distributed.Client(address, timeout=60) as client:
+        client.wait_for_workers(2, timeout=60)
+        pids = client.run(os.getpid)  # worker address -> its process (the nanny above it starts another)
+        killed = []
+        def kill_a_busy_worker():
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                busy = [address for address, keys in client.processing().items() if keys]
+                if len(busy) == 2:  # both runs have started; give one time to be well inside its notebook
+                    time.sleep(3)
+                    os.kill(pids[busy[0]], signal.SIGKILL)
+                    killed.append(busy[0])
+                    return
+                time.sleep(0.2)
+        killer = threading.Thread(target=kill_a_busy_worker)
+        killer.start()
+        grid = {'seed': [0, 1], 'limit': [6000], 'epochs': [2], 'val_size': [1000]}  # runs of several seconds
+        rows = run_batch(grid, tmp_path/'out', scheduler=client, progress=False)
+        killer.join()
+    assert killed, 'no worker was busy to kill'
+    assert sorted(r['status'] for r in rows) == ['done', 'failed'], rows
+    failed = next(r for r in rows if r['status'] == 'failed')
+    assert failed['reason'].startswith('KilledWorker') and '\n' not in failed['reason'], failed['reason']
+    assert not (tmp_path/'out'/failed['run']/'metrics.json').exists()
+    assert sorted((r['run'], r['status']) for r in read_summary(tmp_path/'out'/'summary.csv')) == sorted((r['run'], r['status']) for r in rows)
+
+
+def test_ctrl_c_stops_a_batch_on_a_cluster_and_keeps_what_finished(tmp_path, real_data_available):
+    "Ctrl-C to `fashion-nb batch --scheduler` once a run has finished: nothing is left queued on the cluster."
+    distributed = pytest.importorskip('distributed')
+    with cluster(tmp_path, 1) as address:
+        interrupted_batch(['--scheduler', address], tmp_path/'out')
+        with distributed.Client(address, timeout=60) as client:
+            deadline = time.monotonic() + 120  # a run the worker had started goes on there until it ends; nothing after it
+            while any(client.processing().values()) and time.monotonic() < deadline: time.sleep(0.5)
+            assert not any(client.processing().values()) and client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)) == 0
+    summary_keeps_what_finished(tmp_path/'out')
