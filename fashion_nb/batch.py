@@ -514,11 +514,18 @@ def connect_scheduler(address: str,  # tls://host:port, tcp://host:port or host:
 # %% ../nbs/13_batch.ipynb #70052aae
 DEFAULT_VAL_SIZE = 10000  # training images a batch puts aside for validation unless its grid says otherwise
 
+def _cuda_gpus() -> int:
+    "CUDA GPUs this process can use; torch, a second or more to import, is asked only where an NVIDIA driver is installed."
+    if sys.platform == 'darwin': return 0  # PyTorch has no CUDA on macOS
+    if sys.platform.startswith('linux') and 'torch' not in sys.modules and \
+       not any(Path(p).exists() for p in ('/proc/driver/nvidia', '/dev/nvidiactl')): return 0
+    import torch
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
 def default_workers(grid: dict[str, list] | None = None) -> int:
     "Runs at once on this machine: one per GPU when the grid's runs may use CUDA, else one per CPU core."
-    import torch
     devices = {str(d) for d in (grid or {}).get('device', ['auto'])}
-    if torch.cuda.is_available() and any(d == 'auto' or d.startswith('cuda') for d in devices): return torch.cuda.device_count()
+    if any(d == 'auto' or d.startswith('cuda') for d in devices) and (gpus := _cuda_gpus()): return gpus
     return max(1, os.cpu_count() or 1)
 
 def run_batch(grid: dict[str, list],  # parameter name to its list of values (or ranges, with `sample`)
@@ -569,13 +576,12 @@ def worker_gpus(grid: dict[str, list],  # the batch's grid; its `device` values 
                 slots: int,  # local workers
                ) -> list[str] | None:
     "The GPU each local worker sees (as its `CUDA_VISIBLE_DEVICES`), in turn; None where the runs need no choosing."
-    import torch
     devices = {str(d) for d in grid.get('device', ['auto'])}
     if any(d.startswith('cuda:') for d in devices): return None  # the grid names its GPUs itself
-    if not devices & {'auto', 'cuda'} or not torch.cuda.is_available(): return None
+    if not devices & {'auto', 'cuda'} or not (count := _cuda_gpus()): return None
     visible = os.environ.get('CUDA_VISIBLE_DEVICES')
-    ids = [v.strip() for v in visible.split(',')] if visible else [str(i) for i in range(torch.cuda.device_count())]
-    ids = ids[:torch.cuda.device_count()]  # CUDA stops at the first entry it cannot use
+    ids = [v.strip() for v in visible.split(',')] if visible else [str(i) for i in range(count)]
+    ids = ids[:count]  # CUDA stops at the first entry it cannot use
     return [ids[w % len(ids)] for w in range(slots)] if len(ids) > 1 else None
 
 def _local_worker_start(gpus=None):
