@@ -40,6 +40,16 @@ KERNEL_SOURCE = r"""/* The model's two convolutions, each followed by a 2x2 max-
 enum { C = 6, K = 5, H = 28, CONV = 24, POOLED = 12, SUMS = C * (K * K + 1) };
 enum { C2 = 12, IN2 = 12, CONV2 = 8, POOLED2 = 4, ROW2 = K * C, SUMS2 = C2 * K * ROW2 + C2 };
 
+/* The threads' partial sums added in thread order, into the weights' gradient and then the biases': the same every time. */
+static void add_partials(const float *partial, int sums, int threads, int weights,
+                         float *restrict grad_weight, float *restrict grad_bias) {
+    for (int j = 0; j < sums; j++) {
+        float s = 0.0f;
+        for (int t = 0; t < threads; t++) s += partial[t * sums + j];
+        if (j < weights) grad_weight[j] = s; else grad_bias[j - weights] = s;
+    }
+}
+
 /* out: (n, 12, 12, 6), the channels-last layout of (n, 6, 12, 12); where: 0-3, the maximum's place in its window,
    plus 4 where the ReLU gave 0 */
 void conv_pool_forward(const float *restrict images, const float *restrict weight, const float *restrict bias,
@@ -86,7 +96,7 @@ void conv_pool_forward(const float *restrict images, const float *restrict weigh
 int conv_pool_backward(const float *restrict images, const float *restrict grad, const uint8_t *restrict where,
                        float *restrict grad_weight, float *restrict grad_bias, long n) {
     int most = omp_get_max_threads(), threads = 1;
-    float (*partial)[SUMS] = calloc(most, sizeof *partial);  /* each thread's sums, added in thread order: the same result every time */
+    float (*partial)[SUMS] = calloc(most, sizeof *partial);  /* each thread's sums */
     if (partial == NULL) return -1;
     #pragma omp parallel num_threads(most)
     {
@@ -113,11 +123,7 @@ int conv_pool_backward(const float *restrict images, const float *restrict grad,
         memcpy(partial[me], gw, sizeof gw);
         memcpy(partial[me] + C * K * K, gb, sizeof gb);
     }
-    for (int j = 0; j < SUMS; j++) {
-        float s = 0.0f;
-        for (int t = 0; t < threads; t++) s += partial[t][j];
-        if (j < C * K * K) grad_weight[j] = s; else grad_bias[j - C * K * K] = s;
-    }
+    add_partials(&partial[0][0], SUMS, threads, C * K * K, grad_weight, grad_bias);
     free(partial);
     return 0;
 }
@@ -131,7 +137,7 @@ int conv2_pool_backward(const float *restrict x, const float *restrict w, const 
                         const float *restrict relu_out, const float *restrict grad, float *restrict gx,
                         float *restrict grad_weight, float *restrict grad_bias, long n) {
     int most = omp_get_max_threads(), threads = 1;
-    float (*partial)[SUMS2] = calloc(most, sizeof *partial);  /* each thread's sums, added in thread order afterwards */
+    float (*partial)[SUMS2] = calloc(most, sizeof *partial);  /* each thread's sums */
     if (partial == NULL) return -1;
     #pragma omp parallel num_threads(most)
     {
@@ -158,11 +164,7 @@ int conv2_pool_backward(const float *restrict x, const float *restrict w, const 
         }
         if (omp_get_thread_num() == 0) threads = omp_get_num_threads();
     }
-    for (int j = 0; j < SUMS2; j++) {
-        float s = 0.0f;
-        for (int t = 0; t < threads; t++) s += partial[t][j];
-        if (j < C2 * K * ROW2) grad_weight[j] = s; else grad_bias[j - C2 * K * ROW2] = s;
-    }
+    add_partials(&partial[0][0], SUMS2, threads, C2 * K * ROW2, grad_weight, grad_bias);
     free(partial);
     return 0;
 }
