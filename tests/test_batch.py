@@ -111,11 +111,12 @@ def cluster(folder: Path, workers: int, options: list = ()):
         for i in range(1, workers + 1):
             start(['worker', '--scheduler-file', scheduler_file, '--host', '127.0.0.1', '--nthreads', '1', '--no-dashboard',
                    '--name', f'worker{i}', '--local-directory', folder/f'worker{i}'], folder/f'worker{i}')
-        deadline = time.monotonic() + 60
-        while not scheduler_file.is_file():
+        deadline, address = time.monotonic() + 60, None
+        while address is None:  # the scheduler may have created its file and not yet written it
             assert time.monotonic() < deadline and all(p.poll() is None for p in started), 'the scheduler did not start'
-            time.sleep(0.2)
-        yield json.loads(scheduler_file.read_text())['address']
+            with contextlib.suppress(OSError, ValueError, KeyError): address = json.loads(scheduler_file.read_text())['address']
+            if address is None: time.sleep(0.2)
+        yield address
     finally:
         for process in started: process.terminate()
         for process in started:
