@@ -30,6 +30,7 @@ pages: demo
 	$(BIN)/python scripts/readme_from_index.py
 
 test: setup
+	@command -v $${CC:-cc} >/dev/null || { echo "test: no C compiler ($${CC:-cc}); the fused kernels' page checks them, so install one (Debian, Ubuntu: apt-get install gcc)"; exit 1; }
 	$(BIN)/nbdev-test
 	$(BIN)/pytest -q tests
 
