@@ -29,9 +29,17 @@ pages: demo
 	$(BIN)/python scripts/package_notebook.py
 	$(BIN)/python scripts/readme_from_index.py
 
+# The fused kernels' page checks the kernels against PyTorch's operations. Where none can be built (no C compiler, not
+# Linux, FASHION_NB_FUSED=0), training runs PyTorch's operations, which every other page checks, and that page is skipped
+# with a line saying why; a compiler that fails on the kernels' source is a defect, and the page then fails.
 test: setup
-	@command -v $${CC:-cc} >/dev/null || { echo "test: no C compiler ($${CC:-cc}); the fused kernels' page checks them, so install one (Debian, Ubuntu: apt-get install gcc)"; exit 1; }
-	$(BIN)/nbdev-test
+	@why=$$($(BIN)/python -c 'from fashion_nb.fused import kernel_unavailable; print(kernel_unavailable() or "")'); \
+	case "$$why" in \
+	  "no C compiler"*|"built on Linux only"*|"FASHION_NB_FUSED=0"*) skip='^([_.]|16_fused)'; \
+	    echo "test: skipping nbs/16_fused.ipynb, the fused kernels' checks: $$why";; \
+	  *) skip='^[_.]';; \
+	esac; \
+	echo "$(BIN)/nbdev-test --skip-file-re '$$skip'"; $(BIN)/nbdev-test --skip-file-re "$$skip"
 	$(BIN)/pytest -q tests
 
 test-slow: setup

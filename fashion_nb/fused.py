@@ -173,11 +173,13 @@ int conv2_pool_backward(const float *restrict x, const float *restrict w, const 
 # %% ../nbs/16_fused.ipynb #9f358e11
 COMPILE_FLAGS = ('-O3', '-march=native', '-fopenmp', '-shared', '-fPIC')  # -march=native: for this CPU, and cached per CPU
 
+def _compiler() -> str: return os.environ.get('CC', 'cc')
+
 def _build_key() -> str:
     "A digest of what the build depends on: the source, the compiler and its flags, this CPU's instruction sets."
     cpuinfo = Path('/proc/cpuinfo')
     flags = [l for l in cpuinfo.read_text().splitlines() if l.startswith(('flags', 'Features'))][:1] if cpuinfo.is_file() else []
-    parts = (KERNEL_SOURCE, os.environ.get('CC', 'cc'), *COMPILE_FLAGS, platform.machine(), *flags)
+    parts = (KERNEL_SOURCE, _compiler(), *COMPILE_FLAGS, platform.machine(), *flags)
     return hashlib.sha256('\0'.join(parts).encode()).hexdigest()[:16]
 
 def build_kernel(folder: Path | str | None = None,  # default: `kernels/` in fashion_nb's cache folder
@@ -188,7 +190,7 @@ def build_kernel(folder: Path | str | None = None,  # default: `kernels/` in fas
     with tempfile.TemporaryDirectory(prefix='fashion_nb-kernel-') as tmp, atomic_path(built) as partial:
         source = Path(tmp)/'conv_pool.c'
         source.write_text(KERNEL_SOURCE)
-        subprocess.run([os.environ.get('CC', 'cc'), *COMPILE_FLAGS, str(source), '-o', str(partial)],
+        subprocess.run([_compiler(), *COMPILE_FLAGS, str(source), '-o', str(partial)],
                        check=True, capture_output=True, text=True, timeout=300)
     return built
 
@@ -215,7 +217,9 @@ def conv_pool_kernel() -> ctypes.CDLL | None:
                 except subprocess.CalledProcessError as e:
                     said = (e.stderr or '').strip().splitlines()
                     _kernel['unavailable'] = f"the C compiler failed: {said[0] if said else f'exit status {e.returncode}'}"
-                except (OSError, subprocess.SubprocessError) as e: _kernel['unavailable'] = f"cannot build it: {e}"
+                except (OSError, subprocess.SubprocessError) as e:
+                    missing = isinstance(e, FileNotFoundError) and e.filename == _compiler()
+                    _kernel['unavailable'] = f"no C compiler: {_compiler()} not found" if missing else f"cannot build it: {e}"
     return _kernel['library']
 
 def kernel_unavailable() -> str | None:

@@ -33,6 +33,14 @@ if [ ! -f "$STAMP" ]; then
   touch "$STAMP"
 fi
 
+# Training on a CPU compiles two small C kernels (nbs/16_fused.ipynb); without a compiler it runs PyTorch's slower
+# operations, so a missing one is installed where apt-get can, and setup goes on without it where it cannot.
+if [ -z "${CC:-}" ] && ! command -v cc >/dev/null && command -v apt-get >/dev/null; then
+  echo "setup: installing gcc with apt-get, for fashion_nb's C kernels"
+  { as_root apt-get update -qq && as_root apt-get install -y -qq gcc libc6-dev >/dev/null; } ||
+    echo "setup: gcc could not be installed; training will run PyTorch's operations instead of the C kernels" >&2
+fi
+
 # The package's own search decides whether the data is here (same order as at run time).
 has_data() { "$VENV/bin/python" -c 'from fashion_nb.datafiles import find_data; find_data(download=False)' 2>/dev/null; }
 if ! has_data; then
