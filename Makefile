@@ -11,7 +11,7 @@ help:
 	@echo "make pages  - make demo, then regenerate every output the docs pages show (a few minutes)"
 	@echo "make lab    - open the notebooks in JupyterLab"
 	@echo "make docs   - the docs site with Quarto (nbdev-docs), else an HTML preview in _docs_preview/"
-	@echo "make bench  - time the tutorial's loop against fashion_nb's (3 seeds, ~5 minutes on 2 cores)"
+	@echo "make bench  - time the tutorial's loop against fashion_nb's (11 seeds, ~12 minutes on 2 cores)"
 	@echo "make bench-batch - time 8 small runs with the papermill command against fashion-nb batch (~1 minute on 2 cores)"
 	@echo "make bench-gpu - on a machine with a CUDA GPU: its tests, then make bench and bench-batch there (*_cuda.json)"
 	@echo "make export - notebooks -> fashion_nb/, clean notebook metadata, and the end-to-end notebook's copy in the package"
