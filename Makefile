@@ -61,9 +61,11 @@ bench: setup
 bench-batch: setup
 	$(BIN)/python bench/batch.py
 
+# Three seeds on a GPU: the check there is of the CUDA path and its speed, and it must fit a short lease of the machine
+GPU_SEEDS ?= 0 1 2
 bench-gpu: setup
 	$(BIN)/python -m pytest -q tests -k cuda
-	$(BIN)/python bench/run.py --device cuda
+	$(BIN)/python bench/run.py --device cuda --seeds $(GPU_SEEDS)
 	$(BIN)/python bench/batch.py --out bench/results/batch_cuda.json
 	$(BIN)/python bench/step.py --device cuda --no-compile
 
