@@ -9,6 +9,11 @@ VENV=.venv
 STAMP="$VENV/.installed-$(cat pyproject.toml constraints.txt | cksum | cut -d" " -f1)"  # cksum: POSIX, on Linux and macOS alike
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+APT_UPDATED=
+apt_install() {  # the package lists are read once per set-up, however many steps install from them
+  if [ -z "$APT_UPDATED" ]; then as_root apt-get update -qq || return; APT_UPDATED=1; fi
+  as_root apt-get install -y -qq "$@" >/dev/null
+}
 
 if [ ! -x "$VENV/bin/python" ]; then
   echo "setup: creating $VENV with $($PYTHON --version 2>&1)"
@@ -16,7 +21,7 @@ if [ ! -x "$VENV/bin/python" ]; then
     rm -rf "$VENV"
     if command -v apt-get >/dev/null; then
       echo "setup: installing python3-venv with apt-get"
-      as_root apt-get update -qq && as_root apt-get install -y -qq python3-venv >/dev/null
+      apt_install python3-venv
       "$PYTHON" -m venv "$VENV"
     else
       echo "setup: '$PYTHON -m venv' failed; install Python 3.10 or newer with its venv module, or set PYTHON=..." >&2
@@ -37,7 +42,7 @@ fi
 # operations, so a missing one is installed where apt-get can, and setup goes on without it where it cannot.
 if [ -z "${CC:-}" ] && ! command -v cc >/dev/null && command -v apt-get >/dev/null; then
   echo "setup: installing gcc with apt-get, for fashion_nb's C kernels"
-  { as_root apt-get update -qq && as_root apt-get install -y -qq gcc libc6-dev >/dev/null; } ||
+  apt_install gcc libc6-dev ||
     echo "setup: gcc could not be installed; training will run PyTorch's operations instead of the C kernels" >&2
 fi
 
@@ -46,7 +51,7 @@ has_data() { "$VENV/bin/python" -c 'from fashion_nb.datafiles import find_data; 
 if ! has_data; then
   if command -v apt-get >/dev/null; then
     echo "setup: installing Debian's dataset-fashion-mnist package (31 MB) with apt-get"
-    as_root apt-get update -qq && as_root apt-get install -y -qq dataset-fashion-mnist >/dev/null
+    apt_install dataset-fashion-mnist
   else
     echo "setup: downloading Fashion-MNIST with torchvision into data/"
     "$VENV/bin/python" -c 'from fashion_nb.datafiles import find_data; find_data(download=True)'
