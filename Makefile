@@ -32,7 +32,8 @@ pages: demo
 # The fused kernels' page checks the kernels against PyTorch's operations. Where none can be built (no C compiler, not
 # Linux, FASHION_NB_FUSED=0), training runs PyTorch's operations, which every other page checks, and that page is skipped
 # with a line saying why; a compiler that fails on the kernels' source is a defect, and the page then fails.
-test: setup
+test:
+	@scripts/setup.sh --tests
 	@why=$$($(BIN)/python -c 'from fashion_nb.fused import kernel_unavailable; print(kernel_unavailable() or "")'); \
 	case "$$why" in \
 	  "no C compiler"*|"built on Linux only"*|"FASHION_NB_FUSED=0"*) skip='^([_.]|16_fused)'; \

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Everything `make demo` and `make test` need, from a fresh clone: a virtual environment holding
+# Everything `make demo` and `make test` (with --tests) need, from a fresh clone: a virtual environment holding
 # the package and its tools, then the Fashion-MNIST files. Each step is skipped once it is done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,6 +44,14 @@ if [ -z "${CC:-}" ] && ! command -v cc >/dev/null && command -v apt-get >/dev/nu
   echo "setup: installing gcc with apt-get, for fashion_nb's C kernels"
   apt_install gcc libc6-dev ||
     echo "setup: gcc could not be installed; training will run PyTorch's operations instead of the C kernels" >&2
+fi
+
+# make test (`setup.sh --tests`) also opens every docs page in Chromium (tests/test_docs.py, skipped without one)
+if [ "${1:-}" = --tests ] && ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null \
+   && ! command -v google-chrome >/dev/null && command -v apt-get >/dev/null; then
+  echo "setup: installing Chromium with apt-get, for the test that opens the docs pages"
+  apt_install chromium ||
+    echo "setup: Chromium could not be installed; the test that opens the docs pages in it will be skipped" >&2
 fi
 
 # The package's own search decides whether the data is here (same order as at run time).
