@@ -1,4 +1,4 @@
-"""What is in Fashion-MNIST: 70,000 small grey pictures of clothing in ten classes, kept in memory as one tensor per split.
+"""Fashion-MNIST as the tutorial loads it with torchvision, one picture at a time, and why this project keeps each split in memory as one tensor instead: an epoch of batches goes many times faster.
 
 Docs: https://fashion-nb.github.io/fashion_nb/data.html.md"""
 
@@ -14,11 +14,67 @@ import torch
 from .datafiles import read_split
 
 # %% auto #0
-__all__ = ['CLASS_NAMES', 'show_images', 'to_float', 'FashionSplit', 'load_split', 'holdout']
+__all__ = ['CLASS_NAMES', 'to_float', 'FashionSplit', 'load_split', 'show_images', 'holdout']
 
 # %% ../nbs/00_data.ipynb #f66ddfc6
 CLASS_NAMES = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat',
                'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot')
+
+# %% ../nbs/00_data.ipynb #8820491e
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    "`uint8` images (N, 28, 28) as the floats (N, 1, 28, 28) in [0, 1] that `ToTensor` gives."
+    return images.unsqueeze(-3).to(torch.float32).div(255)
+
+# %% ../nbs/00_data.ipynb #cc05467f
+class FashionSplit:
+    "One split in memory: `images` (N, 28, 28) `uint8` and `labels` (N,) `int64`."
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, name: str = 'train',
+                 classes=CLASS_NAMES):
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images):,} images but {len(labels):,} labels")
+        self.images, self.labels, self.name, self.classes = images, labels, name, tuple(classes)
+
+    def __len__(self): return len(self.labels)
+    def __repr__(self): return f"FashionSplit({self.name!r}, {len(self):,} images on {self.device})"
+
+    def __getitem__(self, i: int):
+        "Picture `i` as a (1, 28, 28) float tensor and its label as an int, as torchvision gives."
+        return to_float(self.images[i]), int(self.labels[i])
+
+    @property
+    def device(self) -> torch.device: return self.images.device
+
+    def to(self, device) -> FashionSplit:
+        "This split with both tensors on `device`."
+        return FashionSplit(self.images.to(device), self.labels.to(device), self.name, self.classes)
+
+    def head(self, n: int) -> FashionSplit:
+        "The first `n` pictures, for quick runs; `n=0` means all of them."
+        if n < 0: raise ValueError(f"head: n must be >= 0, got {n}")
+        if n == 0 or n >= len(self): return self
+        return FashionSplit(self.images[:n], self.labels[:n], self.name, self.classes)
+
+    def batches(self, batch_size: int = 100,  # pictures per batch; the last one may be smaller
+                shuffle: bool = False,  # visit the pictures in a random order
+                generator: torch.Generator | None = None,  # makes that order repeatable
+               ):
+        "Float batches `(x, y)` on this split's device, as a `DataLoader` over `ToTensor` gives."
+        order = None
+        if shuffle:  # the order is drawn where the generator lives, then moved to the pictures
+            where = generator.device if generator is not None else self.device
+            order = torch.randperm(len(self), generator=generator, device=where).to(self.device)
+        for start in range(0, len(self), batch_size):
+            if order is None: idx = slice(start, start + batch_size)
+            else: idx = order[start:start + batch_size]
+            yield to_float(self.images[idx]), self.labels[idx]
+
+# %% ../nbs/00_data.ipynb #0cc7ca37
+def load_split(split: str = 'train',  # 'train' (60,000 pictures) or 'test' (10,000)
+               data_dir: Path | str | None = None,  # the folder to read; None: the usual places
+               download: bool = True,  # allow torchvision's download as the last resort
+              ) -> FashionSplit:
+    "One Fashion-MNIST split, read from the checked files, as a `FashionSplit` in memory."
+    return FashionSplit(*read_split(split, data_dir, download), split)
 
 # %% ../nbs/00_data.ipynb #f6e90082
 def show_images(images: torch.Tensor,  # (N, 28, 28) or (N, 1, 28, 28), uint8 or float
@@ -26,7 +82,7 @@ def show_images(images: torch.Tensor,  # (N, 28, 28) or (N, 1, 28, 28), uint8 or
                 ncols: int = 8,  # images per row
                ):
     "A grid of images with titles; returns the matplotlib figure."
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # here, so that importing fashion_nb.data needs no matplotlib
     images = images.detach().cpu().reshape(-1, 28, 28)
     nrows = max(1, -(-len(images) // ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(1.6 * ncols, 1.8 * nrows), squeeze=False)
@@ -38,69 +94,18 @@ def show_images(images: torch.Tensor,  # (N, 28, 28) or (N, 1, 28, 28), uint8 or
     fig.tight_layout()
     return fig
 
-# %% ../nbs/00_data.ipynb #8820491e
-def to_float(images: torch.Tensor) -> torch.Tensor:
-    "`uint8` images (N, 28, 28) as the float batch (N, 1, 28, 28) in [0, 1] that `ToTensor` would give."
-    return images.unsqueeze(-3).to(torch.float32).div(255)
-
-# %% ../nbs/00_data.ipynb #cc05467f
-class FashionSplit:
-    "One Fashion-MNIST split in memory: `images` (N, 28, 28) `uint8` and `labels` (N,) `int64`."
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, name: str = 'train', classes=CLASS_NAMES):
-        if len(images) != len(labels): raise ValueError(f"{len(images):,} images but {len(labels):,} labels")
-        self.images, self.labels, self.name, self.classes = images, labels, name, tuple(classes)
-
-    def __len__(self): return len(self.labels)
-    def __repr__(self): return f"FashionSplit({self.name!r}, {len(self):,} images on {self.images.device})"
-
-    def __getitem__(self, i: int):
-        "Image `i` as a (1, 28, 28) float tensor and its label as an int, like torchvision's dataset."
-        return to_float(self.images[i]), int(self.labels[i])
-
-    @property
-    def device(self) -> torch.device: return self.images.device
-
-    def to(self, device) -> FashionSplit:
-        "This split with both tensors on `device` (the data set is small enough to live on a GPU)."
-        return FashionSplit(self.images.to(device), self.labels.to(device), self.name, self.classes)
-
-    def head(self, n: int) -> FashionSplit:
-        "The first `n` images, for quick runs; `n=0` means all of them."
-        if n < 0: raise ValueError(f"head: n must be >= 0, got {n}")
-        return self if n == 0 or n >= len(self) else FashionSplit(self.images[:n], self.labels[:n], self.name, self.classes)
-
-    def batches(self, batch_size: int = 100,  # images per batch; the last batch may be smaller
-                shuffle: bool = False,  # visit the images in a random order
-                generator: torch.Generator | None = None,  # orders them; drawn on the generator's device
-               ):
-        "Float batches `(x, y)` on this split's device, as a `DataLoader` over `ToTensor` images would give."
-        n = len(self)
-        if shuffle:
-            where = generator.device if generator is not None else self.device
-            order = torch.randperm(n, generator=generator, device=where).to(self.device)
-        else: order = None
-        for start in range(0, n, batch_size):
-            if order is None: idx = slice(start, start + batch_size)
-            else: idx = order[start:start + batch_size]
-            yield to_float(self.images[idx]), self.labels[idx]
-
-# %% ../nbs/00_data.ipynb #64d90626
-def load_split(split: str = 'train',  # 'train' (60,000 images) or 'test' (10,000)
-               data_dir: Path | str | None = None,  # the only folder looked in, when given; None: the usual places ([data files](11_data_files.ipynb))
-               download: bool = True,  # allow torchvision's download as the last resort
-              ) -> FashionSplit:
-    "Load one Fashion-MNIST split, checked, as a `FashionSplit` in memory."
-    return FashionSplit(*read_split(split, data_dir, download), split)
-
 # %% ../nbs/00_data.ipynb #3bab1352
 def holdout(split: FashionSplit,  # the pictures to divide
             n: int,  # how many to put aside, at least 1 and fewer than all
             seed: int = 0,  # chooses which; independent of any training seed
            ) -> tuple[FashionSplit, FashionSplit]:
     "`split` without `n` pictures drawn at random, and those `n` pictures as a split of their own."
-    if not 0 < n < len(split): raise ValueError(f"holdout: n must be between 1 and {len(split) - 1:,}, got {n}")
+    if not 0 < n < len(split):
+        raise ValueError(f"holdout: n must be between 1 and {len(split) - 1:,}, got {n}")
+    drawn = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:n]
     chosen = torch.zeros(len(split), dtype=torch.bool)
-    chosen[torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:n]] = True
+    chosen[drawn] = True
     chosen = chosen.to(split.device)
     rest = FashionSplit(split.images[~chosen], split.labels[~chosen], split.name, split.classes)
-    return rest, FashionSplit(split.images[chosen], split.labels[chosen], 'validation', split.classes)
+    aside = FashionSplit(split.images[chosen], split.labels[chosen], 'validation', split.classes)
+    return rest, aside

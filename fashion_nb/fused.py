@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from .core import atomic_path
 from .datafiles import user_cache_dir
@@ -235,22 +236,24 @@ class Conv1PoolReLU(torch.autograd.Function):
     def forward(ctx, images: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         kernel = conv_pool_kernel()
         images, weight, bias = images.contiguous(), weight.detach().contiguous(), bias.detach().contiguous()
-        out = torch.empty((len(images), 6, 12, 12), memory_format=torch.channels_last)  # the layout conv2 runs fastest in
-        where = torch.empty((len(images), 12, 12, 6), dtype=torch.uint8)
+        n = len(images)
+        out = torch.empty((n, 6, 12, 12), memory_format=torch.channels_last)  # conv2's fastest layout
+        where = torch.empty((n, 12, 12, 6), dtype=torch.uint8)
         with torch.profiler.record_function('fashion_nb::conv_pool_relu'):
             kernel.conv_pool_forward(images.data_ptr(), weight.data_ptr(), bias.data_ptr(), out.data_ptr(),
-                                     where.data_ptr(), len(images))
+                                     where.data_ptr(), n)
         ctx.save_for_backward(images, where)
         return out
 
     @staticmethod
+    @once_differentiable  # its gradients carry no graph: a second derivative must fail, not drop them
     def backward(ctx, grad: torch.Tensor):
         images, where = ctx.saved_tensors
         grad = grad.contiguous(memory_format=torch.channels_last)
         grad_weight, grad_bias = torch.empty(6, 1, 5, 5), torch.empty(6)
+        pointers = (images, grad, where, grad_weight, grad_bias)  # in the kernel's order
         with torch.profiler.record_function('fashion_nb::conv_pool_relu_backward'):
-            failed = conv_pool_kernel().conv_pool_backward(images.data_ptr(), grad.data_ptr(), where.data_ptr(),
-                                                           grad_weight.data_ptr(), grad_bias.data_ptr(), len(images))
+            failed = conv_pool_kernel().conv_pool_backward(*(x.data_ptr() for x in pointers), len(images))
         if failed: raise MemoryError("the fused kernel's backward could not allocate its sums")
         return None, grad_weight, grad_bias
 
@@ -258,33 +261,41 @@ class Conv2PoolReLU(torch.autograd.Function):
     "`F.relu(max_pool_2x2(conv(t)))` for conv2: PyTorch's forward, the compiled kernel's backward."
     @staticmethod
     def forward(ctx, t: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        t, weight = t.contiguous(memory_format=torch.channels_last), weight.detach().contiguous(memory_format=torch.channels_last)
-        pooled, indices = torch.ops.aten.max_pool2d_with_indices(F.conv2d(t, weight, bias.detach()), [2, 2], [2, 2])
+        t = t.contiguous(memory_format=torch.channels_last)
+        weight = weight.detach().contiguous(memory_format=torch.channels_last)
+        conv = F.conv2d(t, weight, bias.detach())
+        pooled, indices = torch.ops.aten.max_pool2d_with_indices(conv, [2, 2], [2, 2])
         out = F.relu(pooled)
         ctx.save_for_backward(t, weight, indices, out)
         return out
 
     @staticmethod
+    @once_differentiable  # as conv1's
     def backward(ctx, grad: torch.Tensor):
         t, weight, indices, out = (x.contiguous(memory_format=torch.channels_last) for x in ctx.saved_tensors)
         grad = grad.contiguous(memory_format=torch.channels_last)
         grad_t = torch.zeros_like(t, memory_format=torch.channels_last)
         grad_weight, grad_bias = torch.empty_like(weight, memory_format=torch.channels_last), torch.empty(12)
+        pointers = (t, weight, indices, out, grad, grad_t, grad_weight, grad_bias)  # in the kernel's order
         with torch.profiler.record_function('fashion_nb::conv2_pool_relu_backward'):
-            failed = conv_pool_kernel().conv2_pool_backward(t.data_ptr(), weight.data_ptr(), indices.data_ptr(), out.data_ptr(),
-                                                            grad.data_ptr(), grad_t.data_ptr(), grad_weight.data_ptr(),
-                                                            grad_bias.data_ptr(), len(t))
+            failed = conv_pool_kernel().conv2_pool_backward(*(x.data_ptr() for x in pointers), len(t))
         if failed: raise MemoryError("the fused kernel's backward could not allocate its sums")
         return grad_t if ctx.needs_input_grad[0] else None, grad_weight, grad_bias
 
-_SHAPES = {Conv1PoolReLU: ((6, 1, 5, 5), (1, 28, 28)), Conv2PoolReLU: ((12, 6, 5, 5), (6, 12, 12))}  # weights, one input
+# each kernel's weights and one input, in shape
+_SHAPES = {Conv1PoolReLU: ((6, 1, 5, 5), (1, 28, 28)), Conv2PoolReLU: ((12, 6, 5, 5), (6, 12, 12))}
+_PLAIN = ((1, 1), (0, 0), (1, 1), 1, 'zeros')  # stride, padding, dilation, groups, padding mode
 
 def fused_layer(conv: nn.Conv2d, t: torch.Tensor) -> type[torch.autograd.Function] | None:
-    "The kernel that may stand in for `F.relu(max_pool_2x2(conv(t)))` here: for conv1 or conv2 being trained on a CPU; else None."
-    if not (conv.training and torch.is_grad_enabled() and conv.weight.requires_grad and conv.bias is not None
-            and t.device.type == conv.weight.device.type == 'cpu' and t.dtype == conv.weight.dtype == torch.float32 and t.dim() == 4
-            and (conv.stride, conv.padding, conv.dilation, conv.groups, conv.padding_mode) == ((1, 1), (0, 0), (1, 1), 1, 'zeros')):
+    "The kernel for `F.relu(max_pool_2x2(conv(t)))`: conv1's or conv2's, in training on a CPU; else None."
+    weight, bias = conv.weight, conv.bias
+    if not (conv.training and torch.is_grad_enabled() and weight.requires_grad and bias is not None
+            and (conv.stride, conv.padding, conv.dilation, conv.groups, conv.padding_mode) == _PLAIN
+            and t.dim() == 4 and t.device.type == weight.device.type == bias.device.type == 'cpu'
+            and t.dtype == weight.dtype == bias.dtype == torch.float32):
         return None
-    layer = next((f for f, (weights, one) in _SHAPES.items() if conv.weight.shape == weights and t.shape[1:] == one), None)
-    if layer is Conv1PoolReLU and t.requires_grad: return None  # its kernel computes no gradient for the images
+    # torch.func's transforms (grad, vmap) take only autograd Functions written for them, with a setup_context
+    if torch._C._are_functorch_transforms_active(): return None
+    layer = next((f for f, (w, one) in _SHAPES.items() if weight.shape == w and t.shape[1:] == one), None)
+    if layer is Conv1PoolReLU and t.requires_grad: return None  # its kernel gives the images no gradient
     return layer if layer is not None and kernel_unavailable() is None else None

@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import CLASS_NAMES, FashionSplit
-from .training import pick_device
 
 # %% auto #0
 __all__ = ['predict_image', 'show_prediction', 'show_feature_maps', 'get_all_preds', 'accuracy']
@@ -77,7 +76,7 @@ def get_all_preds(model: nn.Module,
                   device: str | torch.device | None = None,  # default: wherever the model is
                  ) -> torch.Tensor:
     "The model's scores (logits) for every image of `split`, as one (N, 10) tensor on the CPU."
-    dev = pick_device(device) if device is not None else next(model.parameters()).device
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(dev).eval()
     with torch.inference_mode():
         logits = torch.empty(len(split), 10)

@@ -23,13 +23,15 @@ from pathlib import Path
 from .core import DeviceError, FashionNBError, checkout_root, project_root, write_json
 
 # %% auto #0
-__all__ = ['END_TO_END', 'PACKAGED_END_TO_END', 'ParamError', 'check_params', 'end_to_end_notebook', 'RunError', 'parse_value',
-           'callers_folder', 'notebook_parameters', 'check_names', 'run_fingerprint', 'stale_reason', 'kernel_config',
-           'WarmKernel', 'run_end_to_end']
+__all__ = ['NETWORKS', 'END_TO_END', 'PACKAGED_END_TO_END', 'ParamError', 'check_params', 'end_to_end_notebook', 'RunError',
+           'parse_value', 'callers_folder', 'notebook_parameters', 'check_names', 'run_fingerprint', 'stale_reason',
+           'kernel_config', 'WarmKernel', 'run_end_to_end']
 
 # %% ../nbs/12_run.ipynb #a634b105
 class ParamError(FashionNBError, ValueError):
     "A run parameter has the wrong type or an impossible value."
+
+NETWORKS = ('fast', 'tutorial')  # the end-to-end notebook's `network`: the engine's twin or the lesson's class
 
 def _whole(name, value, minimum):
     if isinstance(value, bool) or not isinstance(value, int):
@@ -49,6 +51,7 @@ def check_params(epochs: int,  # passes over the training images, at least 1
                  threads: int = 0,  # CPU threads for torch; 0 keeps its default
                  val_size: int = 0,  # training images put aside for validation, fewer than 60,000
                  deterministic: bool = False,  # deterministic algorithms only
+                 network: str = 'fast',  # 'fast' (the engine's FastNetwork) or 'tutorial' (the lesson's Network)
                 ) -> dict:
     "Check a run's parameters; return them with the device resolved and `out_dir` created."
     for name, value, minimum in (('epochs', epochs, 1), ('batch_size', batch_size, 1), ('seed', seed, 0),
@@ -59,7 +62,8 @@ def check_params(epochs: int,  # passes over the training images, at least 1
         raise ParamError(f"lr must be a positive number, got {lr!r}")
     for name, value in (('quiet', quiet), ('deterministic', deterministic)):
         if not isinstance(value, bool): raise ParamError(f"{name} must be True or False, got {value!r}")
-    from fashion_nb.training import pick_device  # here, not at the top: a batch's workers need no torch of their own
+    if network not in NETWORKS: raise ParamError(f"network must be one of {', '.join(map(repr, NETWORKS))}, got {network!r}")
+    from fashion_nb.engine import pick_device  # here, not at the top: a batch's workers need no torch of their own
     try: resolved = pick_device(device)
     except DeviceError as e: raise ParamError(f"device: {e}") from None
     for name, value in (('device', device), ('data_dir', data_dir), ('out_dir', out_dir)):
@@ -73,7 +77,7 @@ def check_params(epochs: int,  # passes over the training images, at least 1
     else: out_dir = tempfile.mkdtemp(prefix='fashion_nb-')
     return dict(epochs=epochs, batch_size=batch_size, lr=float(lr), seed=seed, device=str(resolved),
                 data_dir=data_dir, limit=limit, out_dir=str(Path(out_dir).resolve()), quiet=quiet, threads=threads,
-                val_size=val_size, deterministic=deterministic)
+                val_size=val_size, deterministic=deterministic, network=network)
 
 # %% ../nbs/12_run.ipynb #f3f58fc3
 END_TO_END = 'nbs/05_end_to_end.ipynb'  # in a checkout; `make export` copies it into the package for wheels
@@ -185,7 +189,7 @@ def kernel_config():
 class WarmKernel:
     "A kernel started once for several runs: the heavy imports paid once, the namespace and global switches reset before each run."
     PRELOAD = ("import torch, torch._dynamo, matplotlib.pyplot, sklearn.metrics\n"  # the imports every run pays for
-               "import fashion_nb.confusion, fashion_nb.inference, fashion_nb.run, fashion_nb.training\n"
+               "import fashion_nb.confusion, fashion_nb.inference, fashion_nb.run, fashion_nb.training, fashion_nb.engine\n"
                "import gc; gc.freeze()\n"  # what the imports made lives as long as the kernel: each collection skips it
                "%reset -f")  # the first run finds no names either
     RESET = ("import matplotlib.pyplot, torch\n"

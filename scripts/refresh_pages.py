@@ -4,7 +4,8 @@
   shows the main job at the tutorial's settings, while the notebook's own parameter defaults stay the quick ones
   that nbdev-test uses. papermill's copy has one extra cell (the injected parameters); every other cell must match
   the source cell for cell, or nothing is written.
-  Its confusion matrix is copied to nbs/images/ for the README.
+  Its confusion matrix is copied to nbs/images/ for the README, and its metrics.json to nbs/results/demo_metrics.json
+  for the training page, which shows the main job's numbers without training for minutes under nbdev-test.
 - Every other notebook is executed in place, in nbs/, as a reader would run it (slow cells included).
 - Progress bars (tqdm's lines on stderr) are live feedback, not results: they are dropped. Any other stderr
   output, and any error, stays in the notebook, where the page check (tests/test_pages.py) reports it.
@@ -61,6 +62,8 @@ def store_demo(executed_path: Path = DEMO):
     write(without_progress(source), END_TO_END)
     figure = executed_path.parent/'confusion_matrix.png'  # the home page's and the README's headline figure
     with atomic_path(NBS/'images'/'demo_confusion_matrix.png') as tmp: tmp.write_bytes(figure.read_bytes())
+    metrics = executed_path.parent/'metrics.json'
+    with atomic_path(NBS/'results'/'demo_metrics.json') as tmp: tmp.write_bytes(metrics.read_bytes())
     print(f"{END_TO_END.name}: outputs of {executed_path.relative_to(ROOT)}")
 
 
@@ -75,5 +78,6 @@ def execute(path: Path):
 
 if __name__ == '__main__':
     chosen = [NBS/Path(a).name for a in sys.argv[1:]] or sorted(NBS.glob('[!_]*.ipynb'))
+    chosen.sort(key=lambda notebook: notebook != END_TO_END)  # the demo's results first: other pages read them
     for notebook in chosen:
         store_demo() if notebook == END_TO_END else execute(notebook)

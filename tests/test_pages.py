@@ -1,4 +1,9 @@
-"The pages are published as committed: their outputs must not carry this machine's paths, errors, stderr or float noise."
+"""The pages are published as committed: their outputs must not carry this machine's paths, errors, stderr, float noise
+or raw show_doc markup; and a tutorial page must read on its own: every name its visible code uses comes from its
+visible code, its first import cell imports no engineering module, its code lines fit in 100 characters, and it has
+no show_doc cells."""
+import ast
+import builtins
 import os
 import re
 import tempfile
@@ -12,6 +17,10 @@ from fashion_nb.core import project_root
 ROOT = project_root()
 NOTEBOOKS = sorted((ROOT/'nbs').glob('[!_]*.ipynb'))
 TUTORIAL = ['00_data', '01_model', '02_training', '03_inference', '04_confusion', '05_end_to_end']
+ENGINEERING = ('core', 'run', 'batch', 'engine', 'fast_network', 'fused', 'cli')  # lessons never import these
+MAX_LINE = 100  # characters in a line of visible code
+SHOW_DOC_MARKUP = '{target="_blank"'  # what show_doc writes; Jupyter and GitHub show it as raw text
+ALWAYS_THERE = set(dir(builtins)) | {'__name__', '__file__', 'display', 'get_ipython'}  # names no cell defines
 
 
 def machine_paths() -> list[str]:
@@ -40,6 +49,7 @@ def problems(nb) -> list[str]:
             found += [f"{where}: machine path {root!r}" for root in roots if root in text]
             found += [f"{where}: {word}" for word in ('Traceback', 'KeyboardInterrupt') if word in text]
             found += [f"{where}: unrounded number {m!r}" for m in re.findall(r'\d\.\d{9,}', text)[:1]]
+            if SHOW_DOC_MARKUP in text: found.append(f"{where}: raw show_doc markup {SHOW_DOC_MARKUP}...}}")
     return found
 
 
@@ -58,17 +68,145 @@ def test_the_scan_finds_each_kind_of_leak():
         out('stream', name='stdout', text=f"saved in {tempfile.gettempdir()}/tmp5_54b5fz/x.png\n"),
         out('execute_result', data={'text/plain': "0.5853999853134155"}, execution_count=1),
         out('error', ename='ValueError', evalue='bad', traceback=['Traceback (most recent call last):']),
+        out('execute_result', data={'text/markdown': '[source](https://x/data.py#L9){target="_blank"}'}, execution_count=1),
     ])]
     found = problems(nb)
     for expected in ('stderr output', 'KeyboardInterrupt', f"machine path '{str(ROOT).rstrip('/')}/'", "'/tmp/'",
-                     'unrounded number', 'an error (ValueError)', 'Traceback'):
+                     'unrounded number', 'an error (ValueError)', 'Traceback', 'raw show_doc markup'):
         assert any(expected in line for line in found), (expected, found)
+
+
+def is_hidden(cell) -> bool:
+    "A cell the docs site does not show: it has a `#| hide` or `#| include: false` line."
+    return bool(re.search(r'^\s*#\|\s*(hide|include:\s*false)\s*$', cell.source, re.MULTILINE))
+
+
+def visible_code(nb) -> list[tuple[int, str]]:
+    "The index and source of each code cell a reader sees (`#| export` cells included)."
+    return [(i, c.source) for i, c in enumerate(nb.cells) if c.cell_type == 'code' and not is_hidden(c)]
+
+
+def python_of(source: str) -> str:
+    "A cell's source without its IPython lines (`%magic`, `!shell`, `name?`), so that `ast` can parse it."
+    return '\n'.join('' if l.lstrip().startswith(('%', '!')) or l.rstrip().endswith('?') else l
+                     for l in source.splitlines())
+
+
+def bound_names(tree: ast.AST) -> set[str]:
+    "Every name a piece of code binds, in any scope: imports, assignments, loop/with/except targets, defs, arguments."
+    bound = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load): bound.add(node.id)
+        elif isinstance(node, ast.alias): bound.add(node.asname or node.name.split('.')[0])
+        elif isinstance(node, ast.arg): bound.add(node.arg)
+        elif isinstance(node, (ast.Global, ast.Nonlocal)): bound.update(node.names)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.ExceptHandler,
+                               ast.MatchAs, ast.MatchStar)) and node.name: bound.add(node.name)
+        elif isinstance(node, ast.MatchMapping) and node.rest: bound.add(node.rest)
+    return bound
+
+
+def unbound_names(nb) -> list[str]:
+    "Names the visible code uses that no visible cell imports or defines, each at its first use."
+    trees, found = {}, []
+    for i, source in visible_code(nb):
+        try: trees[i] = ast.parse(python_of(source))
+        except SyntaxError as e: found.append(f"cell {i}: cannot be parsed ({e.msg}, line {e.lineno})")
+    bound = set().union(*map(bound_names, trees.values())) | ALWAYS_THERE
+    first_use = {}
+    for i, tree in trees.items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id not in bound:
+                first_use.setdefault(node.id, i)
+    return found + [f"cell {i}: `{name}` is used but no visible cell imports or defines it"
+                    for name, i in sorted(first_use.items(), key=lambda kv: (kv[1], kv[0]))]
+
+
+def fashion_nb_imports(tree: ast.AST) -> set[str]:
+    "The fashion_nb modules a piece of code imports from (`fashion_nb.data`, ...)."
+    modules = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import): modules |= {a.name for a in node.names if a.name.split('.')[0] == 'fashion_nb'}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module == 'fashion_nb':
+            modules |= {f'fashion_nb.{a.name}' for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or '').startswith('fashion_nb.'):
+            modules.add(node.module)
+    return modules
+
+
+def engineering_imports(nb) -> list[str]:
+    "No engineering import in a tutorial page's first cell: the first visible cell after `#| default_exp` to import fashion_nb."
+    start = next((i for i, c in enumerate(nb.cells) if re.search(r'^#\|\s*default_exp\b', c.source, re.M)), -1)
+    for i, source in visible_code(nb):
+        if i <= start: continue
+        try: modules = fashion_nb_imports(ast.parse(python_of(source)))
+        except SyntaxError: continue  # unbound_names reports it
+        if modules:
+            return [f"cell {i}: the first import cell imports the engineering module {m}" for m in sorted(modules)
+                    if m.partition('.')[2].split('.')[0] in ENGINEERING]
+    return []
+
+
+def long_lines(nb) -> list[str]:
+    "Lines of visible code longer than MAX_LINE characters."
+    return [f"cell {i} line {n}: {len(line)} characters" for i, source in visible_code(nb)
+            for n, line in enumerate(source.splitlines(), 1) if len(line) > MAX_LINE]
+
+
+def show_doc_cells(nb) -> list[str]:
+    "Explicit `show_doc(...)` cells: nbdev's docs build documents the exported functions itself."
+    return [f"cell {i}: calls show_doc" for i, c in enumerate(nb.cells) if c.cell_type == 'code' and 'show_doc(' in c.source]
+
+
+def tutorial_page(name: str):
+    return nbformat.read(ROOT/'nbs'/f'{name}.ipynb', as_version=4)
+
+
+@pytest.mark.parametrize('name', TUTORIAL)
+def test_tutorial_page_stands_alone(name):
+    nb = tutorial_page(name)
+    found = unbound_names(nb) + engineering_imports(nb)
+    assert not found, '\n'.join(found)
+
+
+@pytest.mark.parametrize('name', TUTORIAL)
+def test_tutorial_code_lines_fit(name):
+    found = long_lines(tutorial_page(name))
+    assert not found, '\n'.join(found)
+
+
+@pytest.mark.parametrize('name', TUTORIAL)
+def test_tutorial_page_has_no_show_doc_cells(name):
+    found = show_doc_cells(tutorial_page(name))
+    assert not found, '\n'.join(found)
+
+
+def test_the_page_checks_find_each_kind_of_problem():
+    "The checks above can fail, and they read only what a reader sees: hidden cells and IPython lines are left out."
+    code = nbformat.v4.new_code_cell
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [code('#| default_exp demo'),
+                code('#| hide\nimport matplotlib.pyplot as plt\nfrom fashion_nb.core import project_root\n' + 'x' * 120),
+                code('#| export\nimport torch\nfrom fashion_nb.data import load_split\nfrom fashion_nb.run import check_params'),
+                code('%matplotlib inline\n!ls\nload_split?\nfor i, (a, *b) in enumerate([]): pass\n'
+                     'def f(n, *args, k=1, **kw): return [m for m in range(n) if (w := m)] + [lambda q: q]\n'
+                     'try: pass\nexcept ValueError as e: print(e)\nwith open(__file__) as fh: display(fh)'),
+                code("fig = plt.figure()\nplt.imshow(torch.zeros(2, 2))\nundefined_thing(" + repr('y' * 100) + ')'),
+                code('show_doc(load_split)')]
+    assert unbound_names(nb) == ["cell 4: `plt` is used but no visible cell imports or defines it",
+                                 "cell 4: `undefined_thing` is used but no visible cell imports or defines it",
+                                 "cell 5: `show_doc` is used but no visible cell imports or defines it"]
+    assert engineering_imports(nb) == ["cell 2: the first import cell imports the engineering module fashion_nb.run"]
+    assert long_lines(nb) == ["cell 4 line 3: 119 characters"]
+    assert show_doc_cells(nb) == ["cell 5: calls show_doc"]
+    nb.cells[1].source = nb.cells[1].source.replace('#| hide', '#| include: false')
+    assert len(unbound_names(nb)) == 3 and len(long_lines(nb)) == 1
 
 
 def test_every_tutorial_page_shows_a_figure_from_a_real_run():
     for name in TUTORIAL:
-        nb = nbformat.read(ROOT/'nbs'/f'{name}.ipynb', as_version=4)
-        shown = [o for c in nb.cells if c.cell_type == 'code' and not c.source.startswith('#| hide')
+        nb = tutorial_page(name)
+        shown = [o for c in nb.cells if c.cell_type == 'code' and not is_hidden(c)
                  for o in c.outputs if 'image/png' in o.get('data', {})]
         assert shown, f"{name} shows no figure"
 
