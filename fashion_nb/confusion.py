@@ -1,4 +1,4 @@
-"""Which garments the network takes for which: the tutorial's hand-built matrix on the training set, a fast one checked against scikit-learn, the test set's matrix beside it, and its most confident mistakes.
+"""Which garments the network takes for which: the tutorial's hand-built matrix on the training set, a fast one checked against scikit-learn, the test set's matrix after it, and the network's most confident mistakes.
 
 Docs: https://fashion-nb.github.io/fashion_nb/confusion.html.md"""
 
@@ -22,7 +22,7 @@ def confusion_by_loop(targets: torch.Tensor,  # (N,) true classes
                       preds: torch.Tensor,  # (N,) predicted classes
                       num_classes: int = 10,  # size of the matrix
                      ) -> torch.Tensor:
-    "The confusion matrix built as the tutorial built it: stack the pairs and count them one at a time."
+    "The confusion matrix built as the tutorial built it: stack the pairs, count them one by one."
     stacked = torch.stack((targets, preds), dim=1)
     cmt = torch.zeros(num_classes, num_classes, dtype=torch.int64)
     for pair in stacked:
@@ -36,7 +36,9 @@ def confusion_matrix_fast(targets: torch.Tensor,  # (N,) true classes
                           num_classes: int = 10,  # size of the matrix
                          ) -> torch.Tensor:
     "The confusion matrix, rows true and columns predicted, counted in one vectorised step."
-    if targets.shape != preds.shape: raise ValueError(f"targets {tuple(targets.shape)} and preds {tuple(preds.shape)} differ in shape")
+    if targets.shape != preds.shape:
+        raise ValueError(f"targets {tuple(targets.shape)} and preds {tuple(preds.shape)} "
+                         "differ in shape")
     codes = targets.long().cpu() * num_classes + preds.long().cpu()
     return torch.bincount(codes, minlength=num_classes ** 2).reshape(num_classes, num_classes)
 
@@ -55,11 +57,16 @@ def plot_confusion(cm: torch.Tensor | np.ndarray,  # counts, rows true and colum
     import matplotlib.pyplot as plt
     from sklearn.metrics import ConfusionMatrixDisplay
     counts = _counts(cm)
-    values = counts / counts.sum(axis=1, keepdims=True).clip(min=1) if normalize else counts  # clip: an empty row stays 0
-    if ax is None: _, ax = plt.subplots(figsize=(8.5, 7.5))
+    totals = counts.sum(axis=1, keepdims=True).clip(min=1)  # clip: an empty row stays 0
+    values = counts / totals if normalize else counts
+    if ax is None: _, ax = plt.subplots(figsize=(8, 7))
     display = ConfusionMatrixDisplay(values, display_labels=list(class_names))
-    display.plot(ax=ax, cmap='Blues', xticks_rotation=45, values_format='.2f' if normalize else 'd', colorbar=True)
-    ax.set_title(title or ('Confusion matrix, each row normalised' if normalize else 'Confusion matrix (counts)'))
+    display.plot(ax=ax, cmap='Blues', xticks_rotation=45, colorbar=True,
+                 values_format='.2f' if normalize else 'd')
+    for label in ax.get_xticklabels():  # a slanted name ends at its tick
+        label.set(ha='right', rotation_mode='anchor')
+    default = 'Confusion matrix, each row normalised' if normalize else 'Confusion matrix (counts)'
+    ax.set_title(title or default)
     ax.figure.tight_layout()
     return ax.figure
 
@@ -72,8 +79,8 @@ def most_confused(cm: torch.Tensor | np.ndarray,  # counts, rows true and column
     counts = _counts(cm).astype(np.int64)  # a copy, so that the caller's matrix keeps its diagonal
     np.fill_diagonal(counts, 0)
     order = np.argsort(counts, axis=None, kind='stable')[::-1][:k]
-    return [(class_names[i], class_names[j], int(counts[i, j])) for i, j in zip(*np.unravel_index(order, counts.shape))
-            if counts[i, j] > 0]
+    pairs = [(i, j) for i, j in zip(*np.unravel_index(order, counts.shape)) if counts[i, j] > 0]
+    return [(class_names[i], class_names[j], int(counts[i, j])) for i, j in pairs]
 
 # %% ../nbs/04_confusion.ipynb #17306d97
 def per_class_metrics(targets: torch.Tensor,  # (N,) true classes
@@ -84,14 +91,15 @@ def per_class_metrics(targets: torch.Tensor,  # (N,) true classes
     from sklearn.metrics import precision_recall_fscore_support
     precision, recall, f1, support = precision_recall_fscore_support(
         np.asarray(targets), np.asarray(preds), labels=range(len(class_names)), zero_division=0)
-    return [{'class': name, 'precision': float(p), 'recall': float(r), 'f1': float(f), 'support': int(s)}
-            for name, p, r, f, s in zip(class_names, precision, recall, f1, support)]
+    rows = zip(class_names, precision, recall, f1, support)
+    return [{'class': name, 'precision': float(p), 'recall': float(r), 'f1': float(f),
+             'support': int(s)} for name, p, r, f, s in rows]
 
 # %% ../nbs/04_confusion.ipynb #b0f4266a
 def top_losses(logits: torch.Tensor,  # (N, C) scores, one row per image
                labels: torch.Tensor,  # (N,) true classes
               ) -> tuple[torch.Tensor, torch.Tensor]:
-    "The misclassified images' indices and cross-entropy losses, largest loss (most confident mistake) first."
+    "The misclassified images' indices and losses, largest loss (most confident mistake) first."
     logits, labels = logits.detach().cpu(), labels.cpu()
     losses = F.cross_entropy(logits, labels, reduction='none')
     wrong = (logits.argmax(dim=1) != labels).nonzero().flatten()
@@ -104,7 +112,7 @@ def show_top_losses(split: FashionSplit,  # the images that were scored
                     class_names=CLASS_NAMES,  # the name of each class
                     ncols: int = 6,  # images per row
                    ):
-    "A grid of the `n` most confident mistakes, titled predicted / actual and loss / probability; returns the figure."
+    "A grid of the `n` most confident mistakes, titled predicted / actual, loss / probability."
     import matplotlib.pyplot as plt
     indices, losses = top_losses(logits, split.labels)
     indices, losses = indices[:n], losses[:n]
@@ -115,7 +123,8 @@ def show_top_losses(split: FashionSplit,  # the images that were scored
     for ax, i, loss, p in zip(axes.flat, indices.tolist(), losses.tolist(), probs):
         predicted, actual = int(p.argmax()), int(split.labels[i])
         ax.imshow(split.images[i].cpu().reshape(28, 28), cmap='gray_r')
-        ax.set_title(f"{class_names[predicted]} / {class_names[actual]}\n{loss:.2f} / {p[predicted]:.2f}", fontsize=9)
+        ax.set_title(f"{class_names[predicted]} / {class_names[actual]}\n"
+                     f"{loss:.2f} / {p[predicted]:.2f}", fontsize=9)
     fig.suptitle('predicted / actual\nloss / probability of the prediction', fontsize=10)
     fig.tight_layout()
     return fig

@@ -1,4 +1,4 @@
-"""Ask the trained network about one picture, look at what its convolutions see, then score every image of both splits and count how often it is right.
+"""Ask the trained network about one picture, look at what its convolutions see, score every image of both splits and count how often it is right, then look at its answers: the right ones, the wrong ones and the unsure ones.
 
 Docs: https://fashion-nb.github.io/fashion_nb/inference.html.md"""
 
@@ -14,21 +14,23 @@ from torch import nn
 from .data import CLASS_NAMES, FashionSplit
 
 # %% auto #0
-__all__ = ['predict_image', 'show_prediction', 'show_feature_maps', 'get_all_preds', 'accuracy']
+__all__ = ['predict_image', 'show_prediction', 'show_feature_maps', 'get_all_preds', 'accuracy', 'show_predictions']
 
 # %% ../nbs/03_inference.ipynb #ec34b3f7
 def predict_image(model: nn.Module,
                   image: torch.Tensor,  # one (1, 28, 28) image, as `FashionSplit[i]` gives it
                   class_names=CLASS_NAMES,  # the name of each of the ten outputs
                  ) -> dict:
-    "The predicted class of one image: its index, its name, its probability and all ten probabilities."
-    if image.shape != (1, 28, 28): raise ValueError(f"expected one image of shape (1, 28, 28), got {tuple(image.shape)}")
+    "One image's predicted class: its index, name and probability, and all ten probabilities."
+    if image.shape != (1, 28, 28):
+        raise ValueError(f"expected one image of shape (1, 28, 28), got {tuple(image.shape)}")
     model.eval()
     device = next(model.parameters()).device
     with torch.inference_mode():  # no gradients needed to answer (see below)
         probs = F.softmax(model(image.unsqueeze(0).to(device)), dim=1)[0].cpu()
     index = int(probs.argmax())
-    return {'index': index, 'name': class_names[index], 'probability': float(probs[index]), 'probabilities': probs}
+    return {'index': index, 'name': class_names[index], 'probability': float(probs[index]),
+            'probabilities': probs}
 
 # %% ../nbs/03_inference.ipynb #1e9b09c1
 def show_prediction(image: torch.Tensor,  # one (1, 28, 28) image
@@ -36,7 +38,7 @@ def show_prediction(image: torch.Tensor,  # one (1, 28, 28) image
                     label: int | None = None,  # the true class, if known
                     class_names=CLASS_NAMES,  # the name of each class
                    ):
-    "The image titled with its predicted (and true) class, beside a bar chart of the ten probabilities; returns the figure."
+    "The image titled with its predicted (and true) class, beside its ten probabilities as bars."
     import matplotlib.pyplot as plt
     fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3), gridspec_kw={'width_ratios': [1, 1.6]})
     left.imshow(image.reshape(28, 28).cpu(), cmap='gray_r'); left.axis('off')
@@ -44,9 +46,16 @@ def show_prediction(image: torch.Tensor,  # one (1, 28, 28) image
     if label is not None: title += f"\ntrue: {class_names[label]}"
     wrong = label is not None and label != prediction['index']
     left.set_title(title, fontsize=10, color='firebrick' if wrong else 'black')
-    right.barh(range(len(class_names)), prediction['probabilities'], color='tab:blue')
-    right.set_yticks(range(len(class_names)), class_names, fontsize=9); right.invert_yaxis()  # class 0 on top
-    right.set_xlim(0, 1); right.set_xlabel('probability')
+    probs = prediction['probabilities'].tolist()
+    right.barh(range(len(class_names)), probs, color='tab:blue')
+    right.set_yticks(range(len(class_names)), class_names, fontsize=9)
+    right.invert_yaxis()  # class 0 on top
+    if label is not None: right.get_yticklabels()[label].set_fontweight('bold')
+    for y, p in enumerate(probs):  # the value beside each bar that is not too small to see
+        if p >= 0.005: right.text(p + 0.01, y, f"{p:.1%}", va='center', fontsize=8)
+    right.set_xlim(0, 1.15); right.set_xticks([0, 0.25, 0.5, 0.75, 1])
+    right.set_xlabel('probability')
+    right.spines[['top', 'right']].set_visible(False)
     fig.tight_layout()
     return fig
 
@@ -54,6 +63,7 @@ def show_prediction(image: torch.Tensor,  # one (1, 28, 28) image
 def show_feature_maps(maps: torch.Tensor,  # (C, H, W) or (1, C, H, W): one image's feature maps
                       title: str | None = None,  # above the grid
                       ncols: int = 6,  # maps per row
+                      diverging: bool = False,  # red above 0, blue below: for maps before a ReLU
                      ):
     "Each channel of one image's feature maps as a small image, in a grid; returns the figure."
     import matplotlib.pyplot as plt
@@ -62,8 +72,10 @@ def show_feature_maps(maps: torch.Tensor,  # (C, H, W) or (1, C, H, W): one imag
     fig, axes = plt.subplots(nrows, ncols, figsize=(1.5 * ncols, 1.75 * nrows + 0.4), squeeze=False)
     for i, ax in enumerate(axes.flat):
         if i >= len(maps): ax.axis('off'); continue
-        ax.imshow(maps[i], cmap='gray_r')  # each map on its own scale: their ranges differ a lot
-        ax.set_xticks([]); ax.set_yticks([])  # keep the frame: a map that is mostly zero is mostly white
+        top = float(maps[i].abs().max()) or 1.0  # each map on its own scale: ranges differ a lot
+        if diverging: ax.imshow(maps[i], cmap='RdBu_r', vmin=-top, vmax=top)  # white at 0
+        else: ax.imshow(maps[i], cmap='gray_r', vmin=0, vmax=top)  # white at 0, black at its top
+        ax.set_xticks([]); ax.set_yticks([])  # keep the frame: a blank map still shows where it is
         ax.set_title(f"map {i}", fontsize=8)
     if title: fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -80,7 +92,8 @@ def get_all_preds(model: nn.Module,
     model.to(dev).eval()
     with torch.inference_mode():
         logits = torch.empty(len(split), 10)
-        for start, (images, _) in zip(range(0, len(split), batch_size), split.batches(batch_size)):
+        batches = split.batches(batch_size)
+        for start, (images, _) in zip(range(0, len(split), batch_size), batches):
             logits[start:start + len(images)] = model(images.to(dev)).cpu()
     return logits
 
@@ -90,3 +103,35 @@ def accuracy(logits: torch.Tensor,  # (N, C) scores, one row per image
             ) -> float:
     "Fraction of rows of `logits` whose largest score is at the true label."
     return logits.argmax(dim=1).eq(labels.to(logits.device)).float().mean().item()
+
+# %% ../nbs/03_inference.ipynb #f74512ad
+def show_predictions(images: torch.Tensor,  # (N, 28, 28) or (N, 1, 28, 28), uint8 or float
+                     predictions: torch.Tensor,  # (N,) predicted classes
+                     labels: torch.Tensor | None = None,  # (N,) true classes, if known
+                     probabilities: torch.Tensor | None = None,  # (N,) each one's probability
+                     class_names=CLASS_NAMES,  # the name of each class
+                     ncols: int = 8,  # images per row
+                    ):
+    "A grid of images titled with their predicted classes, the mistakes in red; returns the figure."
+    import matplotlib.pyplot as plt
+    images = images.detach().cpu().reshape(-1, 28, 28)
+    given = {'predictions': predictions, 'labels': labels, 'probabilities': probabilities}
+    for what, values in given.items():
+        if values is not None and len(values) != len(images):
+            raise ValueError(f"{len(images)} images but {len(values)} {what}")
+    nrows = max(1, -(-len(images) // ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.2 * ncols, 1.6 * nrows), squeeze=False)
+    for ax in axes.flat: ax.axis('off')
+    for i, ax in enumerate(axes.flat[:len(images)]):
+        ax.axis('on'); ax.set_xticks([]); ax.set_yticks([])
+        ax.imshow(images[i], cmap='gray_r')
+        predicted = int(predictions[i])
+        title = class_names[predicted]
+        if probabilities is not None: title += f" {float(probabilities[i]):.0%}"
+        wrong = labels is not None and int(labels[i]) != predicted
+        if wrong: title += f"\ntrue: {class_names[int(labels[i])]}"
+        ax.set_title(title, fontsize=8, color='firebrick' if wrong else 'black')
+        for spine in ax.spines.values():  # a red frame around a mistake, no frame around the rest
+            spine.set_visible(wrong); spine.set_color('firebrick'); spine.set_linewidth(2.5)
+    fig.tight_layout()
+    return fig
