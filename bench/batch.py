@@ -23,7 +23,7 @@ from pathlib import Path
 
 from fashion_nb.core import project_root, write_json
 from fashion_nb.run import END_TO_END
-from fashion_nb.training import library_versions
+from fashion_nb.engine import library_versions
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # its neighbours, however it is started
 from run import machine  # noqa: E402

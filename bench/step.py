@@ -6,9 +6,9 @@
 Every variant starts from the same weights and sees the same batches, already in memory, so only the step itself
 is measured (the data path is `bench/run.py`'s). The variants take turns, 50 steps each, round after round, so a slow
 spell of the machine falls on all of them; the medians over the rounds are compared. Each variant adds one change to
-the one before it, ending at fashion_nb's own code. On the CPU, fashion_nb's step is then timed in new processes, taking
-turns, with malloc as it comes and keeping freed memory as `fit` does (`keep_freed_memory`): a process-wide setting,
-so each gets processes of its own.
+the one before it, from the tutorial's `Network` to fashion_nb's own code, a `FastNetwork` trained by the engine's
+`train_epoch`. On the CPU, fashion_nb's step is then timed in new processes, taking turns, with malloc as it comes and
+keeping freed memory as `fit` does (`keep_freed_memory`): a process-wide setting, so each gets processes of its own.
 """
 import argparse
 import copy
@@ -28,19 +28,20 @@ import torch.nn.functional as F
 
 from fashion_nb.core import DeviceError, keep_freed_memory, write_json
 from fashion_nb.data import load_split
+from fashion_nb.engine import adam, library_versions, pick_device, train_epoch
+from fashion_nb.fast_network import FastNetwork
 from fashion_nb.inference import get_all_preds
-from fashion_nb.model import Network
-from fashion_nb.training import adam, library_versions, pick_device, train_epoch
+from fashion_nb.model import Network  # the tutorial's network as it wrote it: ReLU, then pool
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # its neighbours, also when loaded by path from a page
 from run import machine, spread  # noqa: E402
-from train_predict import TutorialNetwork, tutorial_epoch, wait_for  # noqa: E402
+from train_predict import tutorial_epoch, wait_for  # noqa: E402
 
 STEPS, BATCH_SIZE, LR = 50, 100, 0.01
 
 
 class PoolThenRelu(Network):
-    "Pool, then ReLU, with PyTorch's pool throughout."
+    "Pool, then ReLU, with PyTorch's operations throughout: `FastNetwork`'s order without its kernels or its strided pool."
     def forward(self, t):
         t = F.relu(F.max_pool2d(self.conv1(t), kernel_size=2, stride=2))
         t = F.relu(F.max_pool2d(self.conv2(t), kernel_size=2, stride=2))
@@ -60,27 +61,27 @@ def from_weights(cls, weights, channels_last: bool) -> Network:
 def training_variants(weights):
     "name -> (model, optimizer, epoch function); each adds one change to the one before."
     variants = {}
-    m = from_weights(TutorialNetwork, weights, False)
+    m = from_weights(Network, weights, False)
     variants['tutorial step'] = (m, torch.optim.Adam(m.parameters(), lr=LR), lambda *a: tutorial_epoch(*a, DEVICE))
-    m = from_weights(TutorialNetwork, weights, False)
+    m = from_weights(Network, weights, False)
     variants['+ sums read every 50 batches'] = (m, torch.optim.Adam(m.parameters(), lr=LR), train_epoch)
-    m = from_weights(TutorialNetwork, weights, True)
+    m = from_weights(Network, weights, True)
     variants['+ channels-last layout'] = (m, torch.optim.Adam(m.parameters(), lr=LR), train_epoch)
-    m = from_weights(TutorialNetwork, weights, True)
+    m = from_weights(Network, weights, True)
     variants['+ fused Adam'] = (m, adam(m.parameters(), LR), train_epoch)
     m = from_weights(PoolThenRelu, weights, True)
     variants['+ pool before ReLU'] = (m, adam(m.parameters(), LR), train_epoch)
-    m = from_weights(Network, weights, True)
+    m = from_weights(FastNetwork, weights, True)
     variants['+ fused convolution kernels (fashion_nb)'] = (m, adam(m.parameters(), LR), train_epoch)
     return variants
 
 
 def prediction_variants(weights):
     "name -> model; each adds one change to the one before."
-    return {'tutorial forward': from_weights(TutorialNetwork, weights, False),
-            '+ channels-last layout': from_weights(TutorialNetwork, weights, True),
+    return {'tutorial forward': from_weights(Network, weights, False),
+            '+ channels-last layout': from_weights(Network, weights, True),
             '+ pool before ReLU': from_weights(PoolThenRelu, weights, True),
-            '+ max_pool_2x2 (fashion_nb)': from_weights(Network, weights, True)}
+            '+ max_pool_2x2 (fashion_nb)': from_weights(FastNetwork, weights, True)}
 
 
 def measure_compile(weights, batches) -> dict:
@@ -118,7 +119,7 @@ def allocator_child(keep: bool) -> dict:
     if keep: keep_freed_memory()
     train = load_split('train', download=False)
     torch.manual_seed(0)
-    model = Network().to(memory_format=torch.channels_last)
+    model = FastNetwork().to(memory_format=torch.channels_last)
     optimizer = adam(model.parameters(), LR)
     # batches made as `fit` makes them, shuffled from the whole split: each one a new block of memory too
     batches = train.batches(BATCH_SIZE, shuffle=True, generator=torch.Generator().manual_seed(0))

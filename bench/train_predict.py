@@ -16,19 +16,9 @@ import torch
 import torch.nn.functional as F
 import torch.optim as optim
 
-from fashion_nb.model import Network
+from fashion_nb.model import Network  # the tutorial's network as it wrote it: ReLU, then pool, PyTorch's operations
 
 EPOCHS, BATCH_SIZE, LR = 5, 100, 0.01  # the tutorial's settings
-
-
-class TutorialNetwork(Network):
-    "The same layers with the forward the tutorial wrote: ReLU, then pool (fashion_nb's `Network` pools first)."
-    def forward(self, t):
-        t = F.max_pool2d(F.relu(self.conv1(t)), kernel_size=2, stride=2)
-        t = F.max_pool2d(F.relu(self.conv2(t)), kernel_size=2, stride=2)
-        t = F.relu(self.fc1(t.reshape(-1, 12 * 4 * 4)))
-        t = F.relu(self.fc2(t))
-        return self.out(t)
 
 
 def tutorial_epoch(network, batches, optimizer, device='cpu') -> tuple[float, int]:
@@ -57,7 +47,7 @@ def tutorial(seed: int, device: str = 'cpu') -> dict:
     from fashion_nb.datafiles import torchvision_dataset  # the same checked files; torchvision reads them itself
     train_set, test_set = torchvision_dataset('train', download=False), torchvision_dataset('test', download=False)
     torch.manual_seed(seed)
-    network = TutorialNetwork().to(device)
+    network = Network().to(device)
     train_loader = torch.utils.data.DataLoader(train_set, batch_size=BATCH_SIZE, shuffle=True)
     optimizer = optim.Adam(network.parameters(), lr=LR)
     epoch_seconds = []
@@ -87,13 +77,15 @@ def tutorial(seed: int, device: str = 'cpu') -> dict:
 
 
 def fashion_nb(seed: int, device: str = 'cpu') -> dict:
-    "fashion_nb's path: the in-memory split, `fit`, and `get_all_preds` under inference mode."
+    "fashion_nb's path: the in-memory split, the engine's `fit` of a `FastNetwork`, and `get_all_preds` under inference mode."
     from fashion_nb.data import load_split
+    from fashion_nb.engine import fit
+    from fashion_nb.fast_network import FastNetwork
     from fashion_nb.inference import accuracy, get_all_preds
-    from fashion_nb.training import fit, seed_everything
+    from fashion_nb.training import seed_everything
     train, test = load_split('train', download=False), load_split('test', download=False)
     seed_everything(seed)
-    model = Network()
+    model = FastNetwork()  # `Network`'s layers and weights: pool before ReLU, fused kernels in training, strided pool in scoring
     history = fit(model, train, epochs=EPOCHS, batch_size=BATCH_SIZE, lr=LR, seed=seed, device=device, quiet=True)
     start = time.perf_counter()
     train_logits, test_logits = get_all_preds(model, train), get_all_preds(model, test)

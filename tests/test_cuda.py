@@ -8,8 +8,9 @@ import torch
 
 from fashion_nb.data import load_split
 from fashion_nb.inference import get_all_preds
-from fashion_nb.model import Network
-from fashion_nb.training import adam, fit, pick_device, seed_everything, train_epoch
+from fashion_nb.engine import adam, fit, pick_device, train_epoch
+from fashion_nb.fast_network import FastNetwork
+from fashion_nb.training import seed_everything
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='PyTorch sees no CUDA device here')
 
@@ -56,7 +57,7 @@ def test_an_epoch_waits_only_to_read_its_sums(small_train):
     "The waits do not grow with the number of batches: data, shuffling and running sums stay on the GPU."
     data = small_train.to('cuda')
     def epoch(n_images):
-        model = Network().to('cuda', memory_format=torch.channels_last)
+        model = FastNetwork().to('cuda', memory_format=torch.channels_last)
         generator = torch.Generator(device='cuda').manual_seed(0)
         batches = data.head(n_images).batches(100, shuffle=True, generator=generator)
         return lambda: train_epoch(model, batches, adam(model.parameters()), check_every=1000)
@@ -68,10 +69,10 @@ def test_same_arithmetic_as_the_cpu(small_train):
     "From the same weights over the same batches, the GPU's losses and scores match the CPU's up to rounding."
     # loose bounds: cuDNN's convolutions round their inputs to TF32 by default, on both of the benchmark's paths
     seed_everything(0)
-    weights = Network().state_dict()
+    weights = FastNetwork().state_dict()
     results = {}
     for device in ('cpu', 'cuda'):
-        model = Network().to(device, memory_format=torch.channels_last)
+        model = FastNetwork().to(device, memory_format=torch.channels_last)  # fused kernels on the CPU only
         model.load_state_dict(weights)
         stats = train_epoch(model, small_train.head(500).to(device).batches(100), adam(model.parameters()))
         results[device] = stats, get_all_preds(model, small_train.head(1000))
@@ -84,7 +85,7 @@ def test_same_arithmetic_as_the_cpu(small_train):
 
 def test_fit_trains_on_the_gpu(small_train):
     seed_everything(0)
-    model = Network()
+    model = FastNetwork()
     valid = load_split('test', download=False).head(500)
     history = fit(model, small_train, epochs=2, device='cuda', quiet=True, valid=valid)
     assert next(model.parameters()).is_cuda

@@ -4,10 +4,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from fashion_nb.core import CheckpointError, DeviceError, NonFiniteLossError
 from fashion_nb.data import CLASS_NAMES, load_split
+from fashion_nb.engine import fit, load_checkpoint, save_checkpoint
+from fashion_nb.fast_network import FastNetwork
 from fashion_nb.model import Network
-from fashion_nb.training import (CheckpointError, DeviceError, NonFiniteLossError, fit, load_checkpoint, save_checkpoint,
-                                 seed_everything)
+from fashion_nb.training import seed_everything
 
 
 @pytest.fixture(scope='module')
@@ -17,7 +19,7 @@ def small_train():
 
 def train_once(split, seed):
     seed_everything(seed)
-    model = Network()
+    model = FastNetwork()  # what the engine's `fit` trains
     history = fit(model, split, epochs=2, batch_size=100, lr=0.01, seed=seed, device='cpu', quiet=True)
     return model, [{k: v for k, v in h.items() if k != 'seconds'} for h in history]
 
@@ -35,7 +37,7 @@ def test_same_seed_same_history_and_weights(small_train):
 def test_nan_loss_stops_with_epoch_and_batch(small_train, device):
     "The check runs on the device, read every 50 batches, and still names the first bad batch."
     seed_everything(0)
-    model = Network()
+    model = FastNetwork()
     with torch.no_grad(): model.out.bias.fill_(float('nan'))
     with pytest.raises(NonFiniteLossError, match='at epoch 1, batch 1;'):
         fit(model, small_train, epochs=1, device=device, quiet=True)
@@ -44,7 +46,8 @@ def test_nan_loss_stops_with_epoch_and_batch(small_train, device):
 def test_checkpoint_round_trip(tmp_path, small_train):
     model, history = train_once(small_train, 0)
     path = save_checkpoint(tmp_path/'model.pt', model, hparams={'lr': 0.01, 'epochs': 2}, metrics={'history': history})
-    loaded, checkpoint = load_checkpoint(path)
+    loaded, checkpoint = load_checkpoint(path)  # the lesson's `Network`, with the weights a `FastNetwork` learned
+    assert type(loaded) is Network and type(load_checkpoint(path, network=FastNetwork)[0]) is FastNetwork
     x = torch.stack([small_train[i][0] for i in range(10)])
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
     with torch.no_grad():  # trained channels-last, reloaded contiguous: the same weights, sums in another order
