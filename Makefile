@@ -15,7 +15,10 @@ help:
 	@echo "make bench-batch - time 8 small runs with the papermill command against fashion-nb batch (~1 minute on 2 cores)"
 	@echo "make bench-gpu - on a machine with a CUDA GPU: its tests, then make bench and bench-batch there (*_cuda.json)"
 	@echo "make export - notebooks -> fashion_nb/, clean notebook metadata, and the end-to-end notebook's copy in the package"
+	@echo "Each sets itself up first (scripts/setup.sh), saying before each apt-get it runs; NO_APT=1 make ... runs none."
 
+# The set-up of every target (scripts/setup.sh): on Debian and Ubuntu it installs gcc, Chromium (make test) and the data
+# with apt-get, through sudo when not root, announcing each; NO_APT=1 (in the environment or on make's command line) skips them.
 setup:
 	@scripts/setup.sh
 
