@@ -7,7 +7,6 @@ Docs: https://fashion-nb.github.io/fashion_nb/batch.html.md"""
 # %% ../nbs/13_batch.ipynb #f18629a9
 from __future__ import annotations
 
-import atexit
 import contextlib
 import csv
 import gc
@@ -18,6 +17,7 @@ import ipaddress
 import itertools
 import json
 import math
+import multiprocessing.util
 import os
 import queue
 import random
@@ -208,9 +208,13 @@ def run_one(params: dict,  # this run's parameters
         start = time.perf_counter()
         with _stderr_to(run_dir/'kernel.log'):
             kernel = _kept_kernel(start_timeout) if reuse_kernel else None
-            metrics = run_end_to_end(run_dir, {'quiet': True, 'threads': threads or _worker_threads(host_slots), **params},
-                                     notebook=notebook, progress=False, timeout=timeout, start_timeout=start_timeout,
-                                     kernel=kernel)
+            try:
+                metrics = run_end_to_end(run_dir, {'quiet': True, 'threads': threads or _worker_threads(host_slots), **params},
+                                         notebook=notebook, progress=False, timeout=timeout, start_timeout=start_timeout,
+                                         kernel=kernel)
+            finally:  # the kept kernel's own stderr since the last run, this one's failure included
+                if kernel is not None:
+                    with open(run_dir/'kernel.log', 'ab') as log: log.write(kernel.take_log())
     except Exception as e:  # a run's error, a kernel that would not start, a dead kernel, a full disk
         _drop_kept_kernel()  # a failed run's kernel is not trusted with the next one: that one starts a fresh kernel
         return _failed(row, e, time.perf_counter() - start)
@@ -225,17 +229,32 @@ def _failed(row: dict, error: BaseException, seconds: float | None = None) -> di
     return {**row, 'status': 'failed', 'reason': reason, 'seconds': seconds}
 
 _kept = threading.local()  # one kernel per worker thread: a Dask worker may run several tasks at once
+_kept_kernels, _kept_lock, _exit_handler = set(), threading.Lock(), []  # every thread's, and what shuts them down at the end
 
 def _kept_kernel(start_timeout: int = 60) -> WarmKernel:
-    "This thread's kept kernel, started (with its imports) the first time, and again if it died."
-    if getattr(_kept, 'kernel', None) is None or not _kept.kernel.alive():
-        _kept.kernel = WarmKernel(start_timeout)
-        atexit.register(_kept.kernel.shutdown)
+    "This thread's kept kernel, started (with its imports) the first time, and again, once the dead one is shut down, if it died."
+    if getattr(_kept, 'kernel', None) is not None and not _kept.kernel.alive(): _drop_kept_kernel()
+    if getattr(_kept, 'kernel', None) is None:
+        kernel = WarmKernel(start_timeout)
+        with _kept_lock:
+            _kept_kernels.add(kernel)
+            # once a process: multiprocessing's exit hook runs at the end of a pool's worker too, where atexit does not
+            if not _exit_handler:
+                _exit_handler.append(multiprocessing.util.Finalize(None, _shutdown_kept_kernels, exitpriority=10))
+        _kept.kernel = kernel
     return _kept.kernel
 
 def _drop_kept_kernel():
+    "Shut this thread's kept kernel down, if it has one; the next run starts another."
     kernel, _kept.kernel = getattr(_kept, 'kernel', None), None
-    if kernel is not None: kernel.shutdown()
+    if kernel is None: return
+    with _kept_lock: _kept_kernels.discard(kernel)
+    kernel.shutdown()
+
+def _shutdown_kept_kernels():
+    "Shut down every thread's kept kernel: this process is ending."
+    with _kept_lock: kernels = list(_kept_kernels); _kept_kernels.clear()
+    for kernel in kernels: kernel.shutdown()
 
 def _host(address: str) -> str: return address.split('://')[-1].rsplit(':', 1)[0]
 

@@ -7,6 +7,7 @@ Docs: https://fashion-nb.github.io/fashion_nb/engine.html.md"""
 # %% ../nbs/11b_engine.ipynb #c857c9a4
 from __future__ import annotations
 
+import contextlib
 import platform
 import sys
 import time
@@ -133,7 +134,6 @@ def fit(model: nn.Module,
     if batch_size < 1: raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if not lr > 0: raise ValueError(f"lr must be positive, got {lr}")
     dev = pick_device(device)
-    if dev.type == 'cpu': keep_freed_memory()  # each step reuses the last one's buffers, see core
     model.to(dev, memory_format=torch.channels_last)  # channels-last: the layout the CPU's convolution library (oneDNN) runs fastest in
     data = train.to(dev)
     held_out = valid.to(dev) if valid is not None else None
@@ -141,20 +141,22 @@ def fit(model: nn.Module,
     generator = torch.Generator(device=dev if dev.type == 'cuda' else 'cpu').manual_seed(seed)  # shuffle where the data is
     n_batches = -(-len(data) // batch_size)
     history = []
-    for epoch in range(1, epochs + 1):
-        start = time.perf_counter()
-        with tqdm(total=n_batches, desc=f"epoch {epoch}/{epochs}", disable=quiet, file=sys.stderr,
-                  mininterval=0.5, leave=True) as bar:
-            stats = train_epoch(model, data.batches(batch_size, shuffle=True, generator=generator),
-                                optimizer, loss_func, epoch, bar)
-            record = {'epoch': epoch, 'total_loss': stats['total_loss'], 'mean_loss': stats['total_loss'] / stats['batches'],
-                      'correct': stats['correct'], 'accuracy': stats['correct'] / stats['images']}
-            if held_out is not None:
-                scores = evaluate(model, held_out, loss_func)
-                record.update(valid_loss=scores['loss'], valid_accuracy=scores['accuracy'])
-                bar.set_postfix(loss=f"{record['mean_loss']:.3f}", acc=f"{record['accuracy']:.3f}",
-                                valid_acc=f"{scores['accuracy']:.3f}")
-        history.append({**record, 'seconds': time.perf_counter() - start})
+    # on the CPU each step reuses the last one's buffers while the epochs run; the allocator is given back after, see core
+    with keep_freed_memory() if dev.type == 'cpu' else contextlib.nullcontext():
+        for epoch in range(1, epochs + 1):
+            start = time.perf_counter()
+            with tqdm(total=n_batches, desc=f"epoch {epoch}/{epochs}", disable=quiet, file=sys.stderr,
+                      mininterval=0.5, leave=True) as bar:
+                stats = train_epoch(model, data.batches(batch_size, shuffle=True, generator=generator),
+                                    optimizer, loss_func, epoch, bar)
+                record = {'epoch': epoch, 'total_loss': stats['total_loss'], 'mean_loss': stats['total_loss'] / stats['batches'],
+                          'correct': stats['correct'], 'accuracy': stats['correct'] / stats['images']}
+                if held_out is not None:
+                    scores = evaluate(model, held_out, loss_func)
+                    record.update(valid_loss=scores['loss'], valid_accuracy=scores['accuracy'])
+                    bar.set_postfix(loss=f"{record['mean_loss']:.3f}", acc=f"{record['accuracy']:.3f}",
+                                    valid_acc=f"{scores['accuracy']:.3f}")
+            history.append({**record, 'seconds': time.perf_counter() - start})
     return history
 
 # %% ../nbs/11b_engine.ipynb #2ce02bed

@@ -12,8 +12,12 @@ import contextlib
 import functools
 import hashlib
 import json
+import logging
 import math
+import multiprocessing.util
 import os
+import secrets
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -23,9 +27,9 @@ from pathlib import Path
 from .core import DeviceError, FashionNBError, checkout_root, project_root, write_json
 
 # %% auto #0
-__all__ = ['NETWORKS', 'END_TO_END', 'PACKAGED_END_TO_END', 'ParamError', 'check_params', 'end_to_end_notebook', 'RunError',
-           'parse_value', 'callers_folder', 'notebook_parameters', 'check_names', 'run_fingerprint', 'stale_reason',
-           'kernel_config', 'WarmKernel', 'run_end_to_end']
+__all__ = ['NETWORKS', 'END_TO_END', 'PACKAGED_END_TO_END', 'ParamError', 'temporary_out_dir', 'check_params',
+           'end_to_end_notebook', 'RunError', 'parse_value', 'callers_folder', 'notebook_parameters', 'check_names',
+           'run_fingerprint', 'stale_reason', 'kernel_config', 'WarmKernel', 'run_end_to_end']
 
 # %% ../nbs/12_run.ipynb #a634b105
 class ParamError(FashionNBError, ValueError):
@@ -39,6 +43,13 @@ def _whole(name, value, minimum):
     if value < minimum: raise ParamError(f"{name} must be at least {minimum}, got {value}")
     return value
 
+def temporary_out_dir() -> str:
+    "A new folder's name in the temporary directory, for a run given no `out_dir`; the folder is removed when this process ends."
+    path = Path(tempfile.gettempdir()).resolve()/f"fashion_nb-{secrets.token_hex(8)}"  # 64 random bits: no one can take it first
+    # multiprocessing's exit hook also runs at the end of its workers, where atexit does not (nbdev-test runs notebooks in them)
+    multiprocessing.util.Finalize(None, shutil.rmtree, args=(str(path),), kwargs={'ignore_errors': True}, exitpriority=0)
+    return str(path)
+
 def check_params(epochs: int,  # passes over the training images, at least 1
                  batch_size: int,  # images per optimizer step, at least 1
                  lr: float,  # Adam's learning rate, positive
@@ -46,14 +57,14 @@ def check_params(epochs: int,  # passes over the training images, at least 1
                  device: str,  # 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'
                  data_dir: str,  # a readable folder with the IDX files, or '' to search the usual places
                  limit: int,  # train on the first `limit` images; 0 means all
-                 out_dir: str,  # where the run writes its files; '' means a new temporary folder
+                 out_dir: str,  # where the run writes its files; '' means a temporary folder, removed when the process ends
                  quiet: bool,  # no progress bars
                  threads: int = 0,  # CPU threads for torch; 0 keeps its default
                  val_size: int = 0,  # training images put aside for validation, fewer than 60,000
                  deterministic: bool = False,  # deterministic algorithms only
                  network: str = 'fast',  # 'fast' (the engine's FastNetwork) or 'tutorial' (the lesson's Network)
                 ) -> dict:
-    "Check a run's parameters; return them with the device resolved and `out_dir` created."
+    "Check a run's parameters; return them with the device resolved and `out_dir` absolute (a folder named is created)."
     for name, value, minimum in (('epochs', epochs, 1), ('batch_size', batch_size, 1), ('seed', seed, 0),
                                  ('limit', limit, 0), ('threads', threads, 0), ('val_size', val_size, 0)):
         _whole(name, value, minimum)
@@ -70,11 +81,11 @@ def check_params(epochs: int,  # passes over the training images, at least 1
         if not isinstance(value, str): raise ParamError(f"{name} must be a string, got {value!r}")
     if data_dir and not (Path(data_dir).is_dir() and os.access(data_dir, os.R_OK | os.X_OK)):
         raise ParamError(f"data_dir {data_dir!r} is not a readable folder; give the folder holding the IDX files, or '' to search")
-    if out_dir:
+    if out_dir:  # the folder named: made now, the one way to know it can be
         try: Path(out_dir).mkdir(parents=True, exist_ok=True)
         except OSError as e: raise ParamError(f"out_dir {out_dir!r} cannot be created ({e.strerror})") from None
         if not os.access(out_dir, os.W_OK): raise ParamError(f"out_dir {out_dir!r} is not writable")
-    else: out_dir = tempfile.mkdtemp(prefix='fashion_nb-')
+    else: out_dir = temporary_out_dir()  # made by the run's first file, not by checking
     return dict(epochs=epochs, batch_size=batch_size, lr=float(lr), seed=seed, device=str(resolved),
                 data_dir=data_dir, limit=limit, out_dir=str(Path(out_dir).resolve()), quiet=quiet, threads=threads,
                 val_size=val_size, deterministic=deterministic, network=network)
@@ -200,7 +211,10 @@ class WarmKernel:
         from jupyter_client.manager import AsyncKernelManager  # the kind papermill's client drives, timeouts included
         from jupyter_client.utils import run_sync
         self.manager, self._sync = AsyncKernelManager(kernel_name='python3', config=kernel_config()), run_sync
-        run_sync(self.manager.start_kernel)(cwd=str(project_root()))
+        # the kernel's own stderr, its log: a file without a name (nothing to leave behind), read back with `take_log`
+        self._log, self._logged = tempfile.TemporaryFile(), 0
+        try: run_sync(self.manager.start_kernel)(cwd=str(project_root()), stderr=self._log)
+        except BaseException: self._log.close(); raise
         self.start_timeout, self.runs, self._preload_error = start_timeout, 0, None
         # the imports run in the kernel while this process goes on (a batch worker reads the notebook meanwhile)
         self._preloading = threading.Thread(target=self._preload, daemon=True)
@@ -223,11 +237,14 @@ class WarmKernel:
         try:
             msg_id = client.execute(code, user_expressions=expressions or {}, allow_stdin=False)
             deadline = time.monotonic() + self.start_timeout
-            while True:  # the reply to this request, past any left from an earlier one
-                reply = self._sync(client.get_shell_msg)(timeout=max(0.1, deadline - time.monotonic()))
+            while True:  # the reply to this request, past any left from an earlier one; a kernel that died gives none
+                try: reply = self._sync(client.get_shell_msg)(timeout=min(1, max(0.1, deadline - time.monotonic())))
+                except Empty:
+                    if not self.alive(): raise RunError("the kept kernel died, perhaps out of memory") from None
+                    if time.monotonic() >= deadline:
+                        raise RunError(f"the kept kernel did not answer within {self.start_timeout} s") from None
+                    continue
                 if reply['parent_header'].get('msg_id') == msg_id: break
-        except Empty:
-            raise RunError(f"the kept kernel did not answer within {self.start_timeout} s") from None
         finally: client.stop_channels()
         reply = reply['content']
         if reply['status'] != 'ok': raise RunError(f"the kept kernel failed: {reply.get('ename')}: {reply.get('evalue')}")
@@ -243,16 +260,51 @@ class WarmKernel:
         self._ready()
         if self.runs: self._execute(self.RESET.format(threads=self.threads))
 
+    def take_log(self) -> bytes:
+        "What the kernel wrote to its stderr since the last call: its log lines, warnings, what C code printed."
+        if self._log.closed: return b''
+        # read at an offset: the kernel writes through the same open file, whose position must stay where its writes left it
+        size = os.fstat(self._log.fileno()).st_size
+        written = os.pread(self._log.fileno(), size - self._logged, self._logged) if size > self._logged else b''
+        self._logged += len(written)
+        return written
+
     def alive(self) -> bool: return self._sync(self.manager.is_alive)()
 
     def shutdown(self):
+        "Stop the kernel (at once, no matter its state), wait for it, and close its log."
         with contextlib.suppress(Exception): self._sync(self.manager.shutdown_kernel)(now=True)
+        self._log.close()
 
-def _cells_ran(executed: Path) -> bool:
-    "Whether the kernel began any code cell of a (partial) executed notebook."
-    try: cells = json.loads(Path(executed).read_text())['cells']
-    except (OSError, ValueError, KeyError): return False  # papermill failed before writing it
-    return any(c.get('execution_count') is not None or c.get('outputs') for c in cells if c.get('cell_type') == 'code')
+class _Watch:
+    "What nbclient's hooks tell of a run: the notebook, once the kernel has answered, and the code cell last sent to it."
+    def __init__(self): self.notebook, self.cell, self.cells_sent = None, None, 0
+    def started(self, notebook, **_): self.notebook = notebook
+    def sent(self, cell, **_): self.cell, self.cells_sent = cell, self.cells_sent + 1
+
+class _RestatedErrors(logging.Filter):
+    "Hold back papermill's and nbclient's error lines ('Kernel died while waiting for execute reply.'): the RunError says it in one line."
+    def filter(self, record): return record.levelno < logging.ERROR
+
+def _stopped(watch: _Watch, error: Exception, timeout: int | None, partial: Path, executed: Path) -> str:
+    "Write the notebook as far as it ran, the error under the running cell (papermill writes none then); the line saying why."
+    import nbformat
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+    if isinstance(error, CellTimeoutError):
+        ename, evalue = 'CellTimeoutError', f"stopped: it ran longer than the timeout of {timeout} s"
+        reason = f"a cell ran longer than the timeout of {timeout} s and was stopped"
+    elif isinstance(error, DeadKernelError):
+        ename, evalue = 'DeadKernelError', 'the kernel died while this cell ran, perhaps out of memory'
+        total = sum(c.cell_type == 'code' and bool(c.source.strip()) for c in watch.notebook.cells)
+        where = f"in code cell {watch.cells_sent} of {total}" if watch.cells_sent else "before its first cell"
+        reason = f"the kernel died during the run, {where}, perhaps out of memory"
+    else:
+        ename, evalue = type(error).__name__, _first_line(error).partition(': ')[2]
+        reason = f"the run stopped after the kernel started: {_first_line(error)}"
+    if watch.cell is not None:
+        watch.cell.outputs.append(nbformat.v4.new_output('error', ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"]))
+    nbformat.write(watch.notebook, str(partial))
+    return f"{reason} (executed notebook: {executed})"
 
 def _first_line(error: BaseException) -> str:
     "`Name: first line of the message`, or the name alone."
@@ -270,7 +322,6 @@ def run_end_to_end(out_dir: Path | str,  # the folder for the executed notebook 
                   ) -> dict:
     "Run the end-to-end notebook into `out_dir` with papermill; return the metrics it wrote, with the run's fingerprint."
     import papermill
-    from nbclient.exceptions import CellTimeoutError
     from papermill.exceptions import PapermillExecutionError
     parameters = dict(parameters or {})
     check_names(parameters, notebook)
@@ -284,24 +335,28 @@ def run_end_to_end(out_dir: Path | str,  # the folder for the executed notebook 
     executed, partial = out_dir/'end_to_end.ipynb', out_dir/'.end_to_end.partial.ipynb'  # papermill warns unless .ipynb
     for stale in (out_dir/'metrics.json', partial): stale.unlink(missing_ok=True)  # an earlier run's, killed or finished
     if kernel is not None: kernel.reset(); kernel.runs += 1
+    log, restated = logging.getLogger('papermill'), _RestatedErrors()
     for attempt in range(1, start_attempts + 1):
         if attempt > 1: time.sleep(2 ** (attempt - 2))  # 1 s, 2 s, 4 s...: time for a busy machine to settle
+        watch = _Watch()
+        log.addFilter(restated)
         try:
             papermill.execute_notebook(str(notebook or end_to_end_notebook()), str(partial),
                                        parameters={**parameters, 'out_dir': str(out_dir)}, kernel_name='python3',
                                        progress_bar=progress, cwd=str(project_root()), execution_timeout=timeout,
                                        start_timeout=start_timeout, config=kernel_config(),
-                                       request_save_on_cell_execute=False,  # saved at the start and the end, not after every cell
+                                       request_save_on_cell_execute=False,  # written at the end, not after every cell
+                                       on_notebook_start=watch.started, on_cell_execute=watch.sent,
                                        **({'km': kernel.manager} if kernel is not None else {}))
             break
         except PapermillExecutionError as e:
             raise RunError(f"cell {e.exec_count} failed: {e.ename}: {e.evalue} (executed notebook: {executed})") from None
-        except CellTimeoutError:
-            raise RunError(f"a cell ran longer than the timeout of {timeout} s and was stopped (executed notebook: {executed})") from None
         except Exception as e:
-            if _cells_ran(partial): raise  # the run's own failure: starting again would not help
-            failure = e
+            if watch.notebook is not None:  # the kernel had answered: its death, a timeout, are the run's; a new start would not help
+                raise RunError(_stopped(watch, e, timeout, partial, executed)) from None
+            failure = e  # it never answered: a failure to start, tried again
         finally:
+            log.removeFilter(restated)
             if partial.exists(): os.replace(partial, executed)
     else:
         raise RunError(f"kernel did not start after {start_attempts} attempt{'s' if start_attempts > 1 else ''}: "

@@ -17,6 +17,7 @@ import pytest
 from fashion_nb.batch import ClusterError, expand_grid, finished, parse_grid, read_summary, run_batch
 from fashion_nb.core import project_root
 from fashion_nb.run import END_TO_END, ParamError
+from test_end_to_end import leftovers, processes_tagged, short_notebook, traced  # noqa: F401 (traced: a fixture)
 
 SMALL = {'limit': [1000], 'epochs': [1], 'val_size': [1000]}  # one epoch on 1,000 images, 1,000 to validate: seconds a run
 FILES = ['curves.png', 'report.md', 'settings.csv', 'summary.csv', 'summary.png']
@@ -103,7 +104,9 @@ def cluster(folder: Path, workers: int, options: list = ()):
     def start(arguments, where):
         where.mkdir(exist_ok=True)
         log = open(where/'process.log', 'wb')
-        started.append(subprocess.Popen([dask, *arguments, *options], cwd=where, stdout=log, stderr=subprocess.STDOUT))
+        # a worker's scratch folders go in its folder too: one killed by a test leaves its run's there, not in the system's /tmp
+        started.append(subprocess.Popen([dask, *arguments, *options], cwd=where, stdout=log, stderr=subprocess.STDOUT,
+                                        env={**os.environ, 'TMPDIR': str(where)}))
     scheduler_file = folder/'scheduler'/'scheduler.json'
     try:
         start(['scheduler', '--host', '127.0.0.1', '--port', '0', '--no-dashboard', '--scheduler-file', scheduler_file],
@@ -290,12 +293,60 @@ def test_a_kept_kernel_that_cannot_start_fails_only_its_run(tmp_path, monkeypatc
     class Fresh:
         def __init__(self, start_timeout): started.append(self)
         def alive(self): return True
+        def take_log(self): return b''
         def shutdown(self): pass
     monkeypatch.setattr(batch, 'WarmKernel', Fresh)
     monkeypatch.setattr(batch, 'run_end_to_end', lambda *a, **k: {
         'test_accuracy': 0.8, 'train_accuracy': 0.8, 'history': [{'accuracy': 0.8}], 'seconds': {'total': 1.0}})
     assert batch.run_one({'seed': 0}, tmp_path, reuse_kernel=True)['status'] == 'done'
     assert len(started) == 2 and isinstance(started[1], Fresh)
+
+
+def test_a_batch_logs_each_runs_kernel_stderr_and_a_dead_kernel_fails_its_run_alone(tmp_path, traced):
+    "One worker, three runs in its kept kernel, which writes to its stderr in each and is killed in the second: each run's "
+    "kernel.log holds its own line, the killed run fails in one line, the others finish; nothing is left running or in the temporary folder."
+    tmp, tag = traced
+    notebook = short_notebook(tmp_path,
+                              "import os\nfrom pathlib import Path\nfrom fashion_nb.core import write_json\n"
+                              "os.write(2, f'the kernel of the run with seed {seed}\\n'.encode())",  # as C code writes to stderr
+                              "if seed == 1: os.kill(os.getpid(), 9)",  # as the out-of-memory killer does
+                              "write_json(Path(out_dir)/'metrics.json', {'test_accuracy': 0.5, 'train_accuracy': 0.5, "
+                              "'history': [{'accuracy': 0.5}], 'seconds': {'total': 1.0}})")
+    rows = {r['seed']: r for r in run_batch({'seed': [0, 1, 2]}, tmp_path/'out', workers=1, notebook=notebook, progress=False)}
+    assert processes_tagged(tag) == set() and leftovers(tmp) == []  # the kernels, the worker: all gone when run_batch returns
+    assert [rows[seed]['status'] for seed in (0, 1, 2)] == ['done', 'failed', 'done'], rows
+    executed = (tmp_path/'out').resolve()/rows[1]['run']/'end_to_end.ipynb'
+    # code cells: the parameters, papermill's injected ones, then the three above
+    assert rows[1]['reason'] == f"the kernel died during the run, in code cell 4 of 5, perhaps out of memory (executed notebook: {executed})"
+    for seed, row in rows.items():
+        log = (tmp_path/'out'/row['run']/'kernel.log').read_text()
+        assert [line for line in log.splitlines() if 'the kernel of the run' in line] == [f'the kernel of the run with seed {seed}'], log
+
+
+def test_a_dead_kept_kernel_is_shut_down_before_the_next_starts(monkeypatch):
+    "Its process reaped and its connection file removed; the one exit handler of the process shuts down the kernel that replaced it."
+    from fashion_nb import batch
+    monkeypatch.setattr(batch._kept, 'kernel', None, raising=False)
+    monkeypatch.setattr(batch, '_kept_kernels', set())
+    monkeypatch.setattr(batch, '_exit_handler', [])
+    first = batch._kept_kernel()
+    second = None
+    try:
+        assert first.evaluate('1 + 1') == '2'
+        connection = Path(first.manager.connection_file)
+        os.kill(first.manager.provisioner.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while first.alive(): assert time.monotonic() < deadline; time.sleep(0.1)
+        assert connection.is_file() and first.manager.has_kernel  # dead, but not yet shut down
+        second = batch._kept_kernel()
+        assert second is not first and second.evaluate('2 + 2') == '4'
+        assert not first.manager.has_kernel and not connection.exists()
+        assert batch._kept_kernels == {second} and len(batch._exit_handler) == 1
+        batch._exit_handler[0]()  # what the process's end runs
+        assert not second.alive() and batch._kept_kernels == set()
+    finally:
+        for kernel in (first, second):
+            if kernel is not None: kernel.shutdown()
 
 
 @pytest.mark.parametrize('where', ['file', 'file/under'])
