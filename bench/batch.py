@@ -5,7 +5,8 @@
 Both sides run the same notebook with the same parameters and the same parallelism: each papermill command gets
 `threads` as each batch run does, and `val_size 0` because the notebook's own default is 0. The claim is the ratio of
 the two wall times, measured in one run on one machine. The per-run overhead is the wall time a run costs a worker
-(wall time x workers / runs) less the training seconds the run recorded itself.
+(wall time x workers / runs) less the training seconds the run recorded itself. Each batch run also records its worker's
+kept kernel's peak resident memory (`kernel_peak_memory` in its metrics.json), which a batch sizes itself by.
 """
 import argparse
 import datetime
@@ -24,6 +25,7 @@ from pathlib import Path
 from fashion_nb.core import project_root, write_json
 from fashion_nb.run import END_TO_END
 from fashion_nb.engine import library_versions
+from fashion_nb.sizing import KEPT_KERNEL_MEMORY, threads_per_run
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # its neighbours, however it is started
 from run import machine  # noqa: E402
@@ -113,7 +115,7 @@ if __name__ == '__main__':
     parser.add_argument('--out', default=str(Path(__file__).resolve().parent/'results'/'batch.json'))
     args = parser.parse_args()
     runs = [dict(zip(GRID, values)) for values in itertools.product(*GRID.values())]
-    threads = max(1, (os.cpu_count() or 1) // args.workers)
+    threads = threads_per_run(args.workers)  # as each batch run gets
     scratch = Path(tempfile.mkdtemp(prefix='fashion_nb-bench-'))
     try:
         print(f"bench-batch: {len(runs)} runs with the papermill command, {args.workers} at a time ...", file=sys.stderr, flush=True)
@@ -123,6 +125,7 @@ if __name__ == '__main__':
         metrics = {side: run_metrics(scratch/side) for side in ('papermill', 'batch')}
         trained = {side: [m['seconds']['train'] for m in ms] for side, ms in metrics.items()}
         devices = sorted({m['device'] for ms in metrics.values() for m in ms})  # 'auto' resolves to a GPU where there is one
+        peaks = [m.get('kernel_peak_memory') for m in metrics['batch']]  # each run's worker's kept kernel, at the run's end
         notebooks = executed_notebooks(scratch/'batch')
         stages = where_the_seconds_go(notebooks)
         phases = where_the_batch_goes(notebooks, batch_started_at, batch_seconds, args.workers)
@@ -139,6 +142,10 @@ if __name__ == '__main__':
     print(f"fashion-nb batch, {args.workers} workers:      {batch_seconds:.1f} s ({overhead['batch']:.1f} s of overhead a run)")
     print(f"batch {ratios['batch_speedup_vs_papermill']:.2f}x faster; every batch run's files complete: {complete}")
     for phase, seconds in phases.items(): print(f"  {phase:<55} {seconds:5.1f} s")
+    gib = [p / 2**30 for p in peaks if p]
+    peak_memory = {'per_run': [round(p, 3) for p in gib], 'max': round(max(gib), 3) if gib else None,
+                   'sizing_assumes': round(KEPT_KERNEL_MEMORY / 2**30, 3)}
+    if gib: print(f"a worker's kept kernel at its peak: {peak_memory['max']:.2f} GiB (sizing assumes {peak_memory['sizing_assumes']:.2f} GiB)")
     write_json(args.out, {
         'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
         'settings': {'grid': GRID, 'runs': len(runs), 'workers': args.workers, 'threads_per_run': threads},
@@ -147,5 +154,6 @@ if __name__ == '__main__':
         'seconds': {'papermill': papermill_seconds, 'batch': batch_seconds},
         'training_seconds_mean': {side: statistics.mean(v) for side, v in trained.items()},
         'per_run_overhead_seconds': overhead['batch'], 'papermill_per_run_overhead_seconds': overhead['papermill'],
-        'seconds_per_run_by_stage': stages, 'batch_seconds_by_phase': phases, 'runs_complete': complete, 'ratios': ratios})
+        'seconds_per_run_by_stage': stages, 'batch_seconds_by_phase': phases, 'runs_complete': complete, 'ratios': ratios,
+        'kernel_peak_memory_gib': peak_memory})
     print(f"bench-batch: results in {args.out}", file=sys.stderr)

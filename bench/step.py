@@ -8,7 +8,7 @@ is measured (the data path is `bench/run.py`'s). The variants take turns, 50 ste
 spell of the machine falls on all of them; the medians over the rounds are compared. Each variant adds one change to
 the one before it, from the tutorial's `Network` to fashion_nb's own code, a `FastNetwork` trained by the engine's
 `train_epoch`. On the CPU, fashion_nb's step is then timed in new processes, taking turns, with malloc as it comes and
-keeping freed memory as `fit` does (`keep_freed_memory`): a process-wide setting, so each gets processes of its own.
+keeping freed memory (`keep_freed_memory`, which `fit` no longer sets): a process-wide setting, so each gets its own.
 """
 import argparse
 import copy
@@ -132,7 +132,7 @@ def allocator_child(keep: bool) -> dict:
 
 def measure_allocator(pairs: int = 5) -> dict:
     "`allocator_child` in new processes, the two settings taking turns; median and range of each."
-    runs = {'malloc as it comes': [], 'freed memory kept (fit)': []}
+    runs = {'malloc as it comes': [], 'freed memory kept (keep_freed_memory)': []}
     for _ in range(pairs):
         for name, mode in zip(runs, ('default', 'keep')):
             child = subprocess.run([sys.executable, os.path.abspath(__file__), '--allocator-child', mode],

@@ -8,709 +8,152 @@ Docs: https://fashion-nb.github.io/fashion_nb/batch.html.md"""
 from __future__ import annotations
 
 import contextlib
-import csv
-import gc
-import hashlib
-import importlib
-import io
-import ipaddress
-import itertools
-import json
-import math
-import multiprocessing.util
-import os
-import queue
+import dataclasses
+import functools
 import random
-import re
-import statistics
 import sys
-import threading
-import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable
+from concurrent.futures import Executor, as_completed
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
-from .core import FashionNBError, atomic_path, clear_stale_temporaries, save_figure
-from .run import ParamError, WarmKernel, callers_folder, check_names, parse_value, run_end_to_end, run_fingerprint, stale_reason
+from .cluster import cluster_executor, cluster_security, receive_run, run_on_worker
+from .core import FashionNBError, clear_stale_temporaries
+from .grid import check_grid, expand_grid, parse_grid, sample_grid
+from .report import compare_settings, report, write_conclusions, write_summary
+from .resume import failed_row, reason_to_run, run_row, skipped_row
+from .run import ParamError, callers_folder
+from .sizing import default_workers, threads_per_run, worker_gpus
+from .worker import local_pool, run_one
 
 # %% auto #0
-__all__ = ['SUMMARY_COLUMNS', 'DEFAULT_VAL_SIZE', 'Range', 'parse_range', 'parse_grid', 'expand_grid', 'sample_grid',
-           'check_grid', 'run_name', 'finished', 'fingerprint_id', 'why_rerun', 'run_one', 'skipped', 'run_on_worker',
-           'receive_run', 'compare_settings', 'choose', 'report', 'write_summary', 'write_settings', 'read_summary',
-           'plot_settings', 'plot_curves', 'insecure_address_warning', 'cluster_security', 'ClusterError',
-           'connect_scheduler', 'default_workers', 'run_batch', 'BatchInterrupted', 'worker_gpus', 'batch_main']
-
-# %% ../nbs/13_batch.ipynb #0908512a
-_RANGE_TYPES = {'log': float, 'uniform': float, 'int': int}
-
-@dataclass(frozen=True)
-class Range:
-    "Values a sampled run draws from: `log` or `uniform` decimals, or `int` whole numbers, from `low` to `high`."
-    kind: str
-    low: float
-    high: float
-
-    def draw(self, rng: random.Random):
-        "One value, drawn with `rng`."
-        if self.kind == 'int': return rng.randint(int(self.low), int(self.high))
-        if self.kind == 'log': value = math.exp(rng.uniform(math.log(self.low), math.log(self.high)))
-        else: value = rng.uniform(self.low, self.high)
-        return float(f"{value:.3g}")  # three significant digits: readable folder names, no false precision
-
-    def __str__(self): return f"{self.kind}:{self.low:g}:{self.high:g}"
-
-def parse_range(text: str) -> Range | None:
-    "`kind:low:high` as a `Range`; None for text that is not a range."
-    kind, _, bounds = text.partition(':')
-    if kind not in _RANGE_TYPES or not bounds: return None
-    parts = [parse_value(b) for b in bounds.split(':')]
-    wanted = _RANGE_TYPES[kind]
-    if len(parts) != 2 or not all(isinstance(p, (int, float)) and not isinstance(p, bool) for p in parts) \
-       or (wanted is int and not all(isinstance(p, int) for p in parts)):
-        raise ParamError(f"range {text!r}: write {kind}:LOW:HIGH with two {'whole ' if wanted is int else ''}numbers")
-    low, high = parts
-    if not low < high or (kind == 'log' and low <= 0):
-        raise ParamError(f"range {text!r}: LOW must be below HIGH{' and above 0' if kind == 'log' else ''}")
-    return Range(kind, low, high)
-
-def parse_grid(pairs: list[tuple[str, str]] = (),  # (name, 'v1,v2,...') pairs from the command line
-               yaml_file: Path | str | None = None,  # a YAML mapping of name to a value or a list of values
-              ) -> dict[str, list]:
-    "The grid as a mapping of parameter name to the list of its values (and ranges)."
-    def value(v): return (parse_range(v) or v) if isinstance(v, str) else v
-    grid = {}
-    if yaml_file:
-        import yaml
-        try: loaded = yaml.safe_load(Path(yaml_file).read_text()) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise ParamError(f"{yaml_file}: cannot read the parameter file ({type(e).__name__}); check the path and its YAML") from None
-        if not isinstance(loaded, dict): raise ParamError(f"{yaml_file}: must be a mapping of parameter names to values")
-        grid.update({str(k): [value(x) for x in (v if isinstance(v, list) else [v])] for k, v in loaded.items()})
-    for name, values in pairs: grid[name] = [value(parse_value(v)) for v in values.split(',')]
-    for name, values in grid.items():
-        if not values: raise ParamError(f"parameter {name!r} has no values")
-    return grid
-
-def _params_key(params: dict) -> str:
-    "The exact parameters as text: 1, 1.0, True and '1' differ, 0.01 and 1e-2 do not."
-    return json.dumps(params, sort_keys=True, default=repr)
-
-def _distinct(runs) -> list[dict]:
-    "The runs in order, each combination once: two runs of the same parameters would share, and clobber, one folder."
-    seen = {}
-    for r in runs: seen.setdefault(_params_key(r), r)
-    return list(seen.values())
-
-def expand_grid(grid: dict[str, list]) -> list[dict]:
-    "Every distinct combination of the grid's values, the first parameter varying slowest."
-    drawn = [n for n, values in grid.items() if any(isinstance(v, Range) for v in values)]
-    if drawn: raise ParamError(f"{', '.join(drawn)}: a range is drawn from, not listed; add --sample N to draw N runs")
-    names = list(grid)
-    return _distinct(dict(zip(names, combination)) for combination in itertools.product(*(grid[n] for n in names)))
-
-def sample_grid(grid: dict[str, list],  # values and ranges
-                n: int,  # how many runs
-                seed: int = 0,  # seeds the draw
-               ) -> list[dict]:
-    "`n` distinct runs drawn from the grid (fewer when it has fewer): combinations of a finite grid, else a value or a draw from each parameter."
-    if n < 1: raise ParamError(f"--sample must be at least 1, got {n}")
-    rng = random.Random(seed)
-    if not any(isinstance(v, Range) for values in grid.values() for v in values):
-        combinations = expand_grid(grid)
-        return rng.sample(combinations, min(n, len(combinations)))
-    def pick(values):
-        v = rng.choice(values)
-        return v.draw(rng) if isinstance(v, Range) else v
-    runs = {}
-    for _ in range(100 * n):  # narrow ranges (int:1:3) may hold fewer than n combinations: stop drawing some time
-        run = {name: pick(values) for name, values in grid.items()}
-        runs.setdefault(_params_key(run), run)
-        if len(runs) == n: break
-    return list(runs.values())
-
-# %% ../nbs/13_batch.ipynb #01b7ee40
-_ACCEPTS = {'int': (int,), 'float': (int, float), 'str': (str,), 'bool': (bool,)}
-
-def check_grid(grid: dict[str, list], notebook: Path | str | None = None):
-    "Refuse names the notebook does not declare and values whose type does not match the declaration."
-    declared = check_names(grid, notebook)  # reads the notebook's declarations once
-    for name, values in grid.items():
-        kind = declared[name]['inferred_type_name']
-        accepted = _ACCEPTS.get(kind)
-        for value in values:
-            if isinstance(value, Range):
-                if accepted and _RANGE_TYPES[value.kind] not in accepted:
-                    raise ParamError(f"parameter {name!r} is declared {kind}, but the range {value} draws "
-                                     f"{_RANGE_TYPES[value.kind].__name__} values")
-                continue
-            wrong_bool = isinstance(value, bool) and kind != 'bool'
-            if accepted and (wrong_bool or not isinstance(value, accepted)):
-                raise ParamError(f"parameter {name!r} is declared {kind}, but {value!r} is {type(value).__name__}")
-
-# %% ../nbs/13_batch.ipynb #68fd2162
-_NAME_LIMIT = 120  # characters of a run's folder name: far below the 255 bytes file systems allow
-
-def _clean(value) -> str: return re.sub(r'[^A-Za-z0-9.+-]', '-', str(value))
-
-def run_name(params: dict) -> str:
-    "A folder name made of the run's parameters, sorted by name, safe on any file system; different parameters, different names."
-    name = '_'.join(f"{k}={_clean(v)}" for k, v in sorted(params.items())) or 'defaults'
-    # a value the name does not spell exactly ('/data/a b' and '/data/a-b' both clean to '-data-a-b'; the text '1' and the
-    # number 1), or a name too long to be a folder, gets a hash of the exact parameters; other names stay as they always were
-    exact = all(_clean(v) == str(v) and type(parse_value(str(v))) is type(v) for v in params.values())
-    if exact and len(name) <= _NAME_LIMIT: return name
-    return f"{name[:_NAME_LIMIT - 13]}_{hashlib.sha256(_params_key(params).encode()).hexdigest()[:12]}"
-
-def finished(run_dir: Path) -> dict | None:
-    "The metrics of a run that completed in `run_dir`, else None."
-    try: return json.loads((Path(run_dir)/'metrics.json').read_text())
-    except (OSError, ValueError): return None
-
-def fingerprint_id(fingerprint: dict | None) -> str:
-    "A short name for a fingerprint, for the summary table."
-    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:12] if fingerprint else ''
-
-def _ignoring_threads(fingerprint: dict | None) -> dict | None:
-    if not fingerprint: return fingerprint
-    return {**fingerprint, 'params': {k: v for k, v in fingerprint['params'].items() if k != 'threads'}}
-
-def why_rerun(params: dict,  # the run's parameters, as the grid gives them
-              batch_dir: Path | str,  # the batch folder
-              notebook: Path | str | None = None,  # default: the project's end-to-end notebook
-             ) -> str | None:
-    "None when the run finished earlier with the fingerprint it would have now; else why it must run."
-    metrics = finished(Path(batch_dir)/run_name(params))
-    if metrics is None: return 'not run yet'
-    expected = run_fingerprint({'quiet': True, **params}, notebook)
-    reason = stale_reason(_ignoring_threads(metrics.get('fingerprint')), _ignoring_threads(expected))
-    return None if reason is None else f"stale: {reason}"
-
-# %% ../nbs/13_batch.ipynb #714bdf05
-def run_one(params: dict,  # this run's parameters
-            batch_dir: Path | str,  # the batch folder; the run gets a subfolder named after `params`
-            timeout: int | None = None,  # seconds a cell may run
-            threads: int = 0,  # CPU threads for torch, unless `params` says otherwise; 0: this Dask worker's share
-            force: bool = False,  # run again even if it finished before
-            notebook: Path | str | None = None,  # default: the project's end-to-end notebook
-            start_timeout: int = 60,  # seconds to wait for the kernel to start
-            host_slots: dict | None = None,  # on Dask: task slots per host, that share its cores
-            reuse_kernel: bool = False,  # run in this worker's kept kernel (reset first) instead of a new one
-           ) -> dict:
-    "Run one combination of the grid; return its summary row (never raises)."
-    row, start = _row(params, batch_dir), time.perf_counter()
-    try:  # everything else, the kernel's start and the run's folder included: a failure here is this run's alone
-        if reuse_kernel: _kept_kernel(start_timeout)  # starts warming now, while the notebook is read below
-        why = 'forced' if force else why_rerun(params, batch_dir, notebook)
-        if why is None: return skipped(params, batch_dir)
-        run_dir = _run_dir(row)
-        if run_dir.is_dir(): clear_stale_temporaries(run_dir)  # left by a run killed midway
-        start = time.perf_counter()
-        with _stderr_to(run_dir/'kernel.log'):
-            kernel = _kept_kernel(start_timeout) if reuse_kernel else None
-            try:
-                metrics = run_end_to_end(run_dir, {'quiet': True, 'threads': threads or _worker_threads(host_slots), **params},
-                                         notebook=notebook, progress=False, timeout=timeout, start_timeout=start_timeout,
-                                         kernel=kernel)
-            finally:  # the kept kernel's own stderr since the last run, this one's failure included
-                if kernel is not None:
-                    with open(run_dir/'kernel.log', 'ab') as log: log.write(kernel.take_log())
-    except Exception as e:  # a run's error, a kernel that would not start, a dead kernel, a full disk
-        _drop_kept_kernel()  # a failed run's kernel is not trusted with the next one: that one starts a fresh kernel
-        return _failed(row, e, time.perf_counter() - start)
-    return {**row, **_results(metrics), 'status': 'done', 'reason': why.replace('stale', 'was stale') if why.startswith('stale') else ''}
-
-def _failed(row: dict, error: BaseException, seconds: float | None = None) -> dict:
-    "A failed run's summary row, its reason on one line."
-    if isinstance(error, FashionNBError): reason = str(error)  # written for the user already
-    else:
-        detail = ' '.join(str(error).split())[:300]
-        reason = f"{type(error).__name__}: {detail}" if detail else type(error).__name__
-    return {**row, 'status': 'failed', 'reason': reason, 'seconds': seconds}
-
-_kept = threading.local()  # one kernel per worker thread: a Dask worker may run several tasks at once
-_kept_kernels, _kept_lock, _exit_handler = set(), threading.Lock(), []  # every thread's, and what shuts them down at the end
-
-def _kept_kernel(start_timeout: int = 60) -> WarmKernel:
-    "This thread's kept kernel, started (with its imports) the first time, and again, once the dead one is shut down, if it died."
-    if getattr(_kept, 'kernel', None) is not None and not _kept.kernel.alive(): _drop_kept_kernel()
-    if getattr(_kept, 'kernel', None) is None:
-        kernel = WarmKernel(start_timeout)
-        with _kept_lock:
-            _kept_kernels.add(kernel)
-            # once a process: multiprocessing's exit hook runs at the end of a pool's worker too, where atexit does not
-            if not _exit_handler:
-                _exit_handler.append(multiprocessing.util.Finalize(None, _shutdown_kept_kernels, exitpriority=10))
-        _kept.kernel = kernel
-    return _kept.kernel
-
-def _drop_kept_kernel():
-    "Shut this thread's kept kernel down, if it has one; the next run starts another."
-    kernel, _kept.kernel = getattr(_kept, 'kernel', None), None
-    if kernel is None: return
-    with _kept_lock: _kept_kernels.discard(kernel)
-    kernel.shutdown()
-
-def _shutdown_kept_kernels():
-    "Shut down every thread's kept kernel: this process is ending."
-    with _kept_lock: kernels = list(_kept_kernels); _kept_kernels.clear()
-    for kernel in kernels: kernel.shutdown()
-
-def _host(address: str) -> str: return address.split('://')[-1].rsplit(':', 1)[0]
-
-def _worker_threads(host_slots: dict | None = None) -> int:
-    "In a Dask worker, its machine's cores shared among the task slots on that machine; elsewhere 0 (torch's default)."
-    try:
-        from distributed import get_worker
-        worker = get_worker()
-    except (ImportError, ValueError): return 0
-    slots = (host_slots or {}).get(_host(worker.address)) or getattr(getattr(worker, 'state', worker), 'nthreads', 1) or 1
-    return max(1, (os.cpu_count() or 1) // slots)
-
-_stderr_taken = threading.Lock()  # fd 2 is the whole process's: one run at a time may send it to its log
-
-@contextlib.contextmanager
-def _stderr_to(path: Path):
-    "Send this process's stderr, and so that of the kernel it starts, to the file `path` meanwhile; unless another thread does."
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not _stderr_taken.acquire(blocking=False):
-        # a Dask worker's other thread has fd 2: swapping it too would leave it on a log when the two end out of order;
-        # this run goes on with stderr unchanged rather than wait for the other
-        yield
-        return
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        try:
-            with open(path, 'ab') as log:
-                os.dup2(log.fileno(), 2)
-                yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-    finally: _stderr_taken.release()
-
-def _row(params: dict, batch_dir: Path | str) -> dict:
-    "The start of a run's summary row: its name, its parameters and where its notebook goes."
-    run_dir = Path(batch_dir).resolve()/run_name(params)
-    return {'run': run_dir.name, **params, 'notebook': str(run_dir/'end_to_end.ipynb')}
-
-def _run_dir(row: dict) -> Path: return Path(row['notebook']).parent
-
-def skipped(params: dict, batch_dir: Path | str) -> dict:
-    "The summary row of a run that finished in an earlier call."
-    row = _row(params, batch_dir)
-    return {**row, **_results(finished(_run_dir(row))), 'status': 'skipped', 'reason': 'finished before'}
-
-def _results(metrics: dict) -> dict:
-    "The summary's columns taken from a run's metrics."
-    return {'val_accuracy': metrics.get('val_accuracy'), 'test_accuracy': metrics['test_accuracy'],
-            'final_train_accuracy': metrics['history'][-1]['accuracy'], 'train_accuracy': metrics['train_accuracy'],
-            'threads': metrics.get('threads'), 'device': metrics.get('device'),
-            'fingerprint': fingerprint_id(metrics.get('fingerprint')), 'start_attempts': metrics.get('start_attempts'),
-            'seconds': metrics['seconds']['total']}
-
-# %% ../nbs/13_batch.ipynb #79b8cb72
-def run_on_worker(params: dict,  # this run's parameters
-                  timeout: int | None = None,  # seconds a cell may run
-                  start_timeout: int = 60,  # seconds to wait for the kernel to start
-                  host_slots: dict | None = None,  # task slots per host, that share its cores
-                  notebook_source: bytes | None = None,  # the client's notebook; default: the worker's installed one
-                  keep_model: bool = True,  # send `model.pt` back too
-                 ) -> tuple[dict, dict[str, bytes]]:
-    "Run one combination in a scratch folder of this worker's own; return its summary row and its files."
-    import tempfile
-    with tempfile.TemporaryDirectory(prefix='fashion_nb-run-') as scratch:
-        notebook = None
-        if notebook_source is not None:
-            notebook = Path(scratch)/'end_to_end.ipynb'
-            notebook.write_bytes(notebook_source)
-        row = run_one(params, Path(scratch)/'runs', timeout=timeout, force=True, notebook=notebook,
-                      start_timeout=start_timeout, host_slots=host_slots, reuse_kernel=True)
-        run_dir = _run_dir(row)
-        files = {p.name: p.read_bytes() for p in sorted(run_dir.iterdir()) if p.is_file() and not p.name.startswith('.')
-                 and (keep_model or p.name != 'model.pt')} if run_dir.is_dir() else {}
-    return row, files
-
-def receive_run(row: dict,  # the worker's summary row
-                files: dict[str, bytes],  # the run's files by name
-                batch_dir: Path | str,  # where the run's folder goes
-               ) -> dict:
-    "Write a run's files from a worker into the batch folder, `metrics.json` last, removing older ones; return its row with this machine's paths."
-    run_dir = Path(batch_dir).resolve()/row['run']
-    # an earlier run's results that this one does not replace would pass for its own: metrics.json (a later batch would
-    # skip the run as finished), a model.pt when this one sends none; the old metrics.json goes first, so a crash midway reruns it
-    if run_dir.is_dir():
-        old = [p for p in run_dir.iterdir() if p.is_file() and not p.name.startswith('.')
-               and (p.name not in files or p.name == 'metrics.json')]
-        for p in sorted(old, key=lambda p: p.name != 'metrics.json'): p.unlink(missing_ok=True)
-    for name in sorted(files, key=lambda n: n == 'metrics.json'):
-        with atomic_path(run_dir/name) as tmp: tmp.write_bytes(files[name])
-    return {**row, 'notebook': str(run_dir/'end_to_end.ipynb')}
-
-# %% ../nbs/13_batch.ipynb #364006e6
-_SETTING_COLUMNS = ('rank', 'setting', 'runs', 'val_mean', 'val_std')
-
-SUMMARY_COLUMNS = ('run', 'status', 'reason', 'val_accuracy', 'test_accuracy', 'final_train_accuracy', 'train_accuracy',
-                   'threads', 'device', 'fingerprint', 'start_attempts', 'seconds', 'notebook')
-
-def _parameters(rows: list[dict]) -> list[str]:
-    "The parameter names of summary rows that take more than one value among them."
-    names = sorted({k for r in rows for k in r} - set(SUMMARY_COLUMNS))
-    return [n for n in names if len({str(r.get(n)) for r in rows}) > 1]
-
-def compare_settings(rows: list[dict]) -> list[dict]:
-    "One row per setting (the varying parameters but the seed): runs, mean and spread of validation accuracy; best first."
-    ok = [r for r in rows if r['status'] in ('done', 'skipped')]
-    names = [n for n in _parameters(ok) if n != 'seed']
-    groups = {}
-    for r in ok: groups.setdefault(tuple(r[n] for n in names), []).append(r)
-    table = []
-    for values, runs in groups.items():
-        val = [r['val_accuracy'] for r in runs if isinstance(r.get('val_accuracy'), float)]
-        table.append({**dict(zip(names, values)), 'setting': ', '.join(f"{n}={v}" for n, v in zip(names, values)) or 'all runs',
-                      'runs': len(runs), 'val_mean': statistics.mean(val) if val else None,
-                      'val_std': statistics.stdev(val) if len(val) > 1 else None})
-    table.sort(key=lambda s: (s['val_mean'] is None, -(s['val_mean'] or 0), s['setting']))
-    return [{'rank': i + 1 if s['val_mean'] is not None else None, **s} for i, s in enumerate(table)]
-
-def choose(table: list[dict],  # `compare_settings` of the rows
-           rows: list[dict],  # the summary rows
-          ) -> dict | None:
-    "The best setting on validation accuracy, with its mean test accuracy: the one look at the test split. None without validation."
-    if not table or table[0]['val_mean'] is None: return None
-    best = table[0]
-    names = [n for n in best if n not in _SETTING_COLUMNS]
-    runs = [r for r in rows if r['status'] in ('done', 'skipped') and all(r[n] == best[n] for n in names)]
-    return {**best, 'test_mean': statistics.mean(r['test_accuracy'] for r in runs)}
-
-def report(table: list[dict], rows: list[dict]) -> list[str]:
-    "The batch's conclusion in a few lines of text."
-    done = sum(r['status'] in ('done', 'skipped') for r in rows)
-    lines = [f"{done} of {len(rows)} runs finished; {len(table)} setting{'s' * (len(table) != 1)} compared on validation accuracy"]
-    chosen = choose(table, rows)
-    if not done: return lines + ["no setting chosen: no run finished"]
-    if chosen is None:
-        return lines + ["no setting chosen: these runs put no validation images aside (val_size 0), and a setting chosen on "
-                        "the test split would have its test accuracy overstated"]
-    spread = f" ± {chosen['val_std']:.4f}" if chosen['val_std'] is not None else ''
-    lines.append(f"chosen: {chosen['setting']}, validation accuracy {chosen['val_mean']:.4f}{spread} over {chosen['runs']} "
-                 f"run{'s' * (chosen['runs'] != 1)}")
-    ranked = [s for s in table if s['val_mean'] is not None]
-    if len(ranked) > 1:
-        gap = chosen['val_mean'] - ranked[1]['val_mean']
-        noise = max((s['val_std'] for s in ranked[:2] if s['val_std'] is not None), default=None)
-        lines.append(f"ahead of the next ({ranked[1]['setting']}) by {gap:.4f}"
-                     + (f", {gap / noise:.1f} times the spread between seeds" if noise else ", with no second seed to measure chance by"))
-    lines.append(f"final estimate, the test split read once for the chosen setting: {chosen['test_mean']:.4f}")
-    return lines
-
-# %% ../nbs/13_batch.ipynb #b846c55d
-def _write_csv(rows: list[dict], columns: list[str], path: Path | str) -> Path:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, columns, extrasaction='ignore')
-    writer.writeheader()
-    writer.writerows(rows)
-    with atomic_path(path) as tmp: tmp.write_text(buffer.getvalue())
-    return Path(path)
-
-def write_summary(rows: list[dict], path: Path | str) -> Path:
-    "Write the summary rows as CSV, parameters first, atomically."
-    params = sorted({k for r in rows for k in r} - set(SUMMARY_COLUMNS))
-    return _write_csv(sorted(rows, key=lambda r: r['run']), ['run', *params, *SUMMARY_COLUMNS[1:]], path)
-
-def write_settings(table: list[dict], path: Path | str) -> Path:
-    "Write the per-setting table as CSV, best first, atomically."
-    names = [k for k in (table[0] if table else {}) if k not in _SETTING_COLUMNS]
-    return _write_csv(table, ['rank', *names, 'runs', 'val_mean', 'val_std'], path)
-
-_TEXT_COLUMNS = ('run', 'status', 'reason', 'device', 'fingerprint', 'notebook', 'setting')  # never numbers, even when they look it
-
-def read_summary(path: Path | str) -> list[dict]:
-    "The rows of a summary CSV, numbers as numbers."
-    with open(path, newline='') as f:
-        return [{k: v if k in _TEXT_COLUMNS else parse_value(v) for k, v in row.items()} for row in csv.DictReader(f)]
-
-# %% ../nbs/13_batch.ipynb #364dcfa5
-def plot_settings(rows: list[dict], table: list[dict]):
-    "Validation accuracy of each run, grouped by setting in rank order; returns the figure."
-    import matplotlib.pyplot as plt
-    names = [n for n in (table[0] if table else {}) if n not in _SETTING_COLUMNS]
-    ok = [r for r in rows if r['status'] in ('done', 'skipped')]
-    has_validation = bool(table) and table[0]['val_mean'] is not None
-    key = 'val_accuracy' if has_validation else 'final_train_accuracy'
-    # settings without a validation split (val_size 0 beside val_size 1000) have no validation accuracy to show
-    shown = [s for s in table if s['val_mean'] is not None] if has_validation else table
-    runs = {s['setting']: [r for r in ok if all(r[n] == s[n] for n in names) and r.get(key) is not None] for s in shown}
-    fig, ax = plt.subplots(figsize=(max(5, 1.3 * len(shown) + 2), 4))
-    for i, setting in enumerate(shown):
-        values = [r[key] for r in runs[setting['setting']]]
-        colour = f"C{i % 10}"  # the colours of `plot_curves`, setting for setting
-        if values: ax.bar(i, statistics.mean(values), color=colour, alpha=0.3, width=0.6)
-        ax.plot([i] * len(values), values, 'o', color=colour)
-    ax.set_xticks(range(len(shown)), [s['setting'] for s in shown], rotation=20, ha='right')
-    ax.set_ylabel('validation accuracy' if has_validation else 'final-epoch training accuracy')
-    failed, unvalidated = len(rows) - len(ok), len(table) - len(shown)
-    ax.set_title((f"{sum(map(len, runs.values()))} runs, best first: the chosen setting is on the left" if has_validation else
-                  f"{len(ok)} runs; no validation split, so no setting is chosen")
-                 + (f"; {failed} failed, not shown" if failed else '')
-                 + (f"; {unvalidated} setting{'s' * (unvalidated != 1)} without validation, not shown" if unvalidated else '')
-                 + '; a dot a run, a bar the mean', fontsize=10)
-    values = [r[key] for shown_runs in runs.values() for r in shown_runs]
-    if values: ax.set_ylim(max(0, min(values) - 0.05), min(1, max(values) + 0.02))
-    fig.tight_layout()
-    return fig
-
-def plot_curves(rows: list[dict], table: list[dict]):
-    "Validation accuracy per epoch, a line a setting (its mean) over its runs' own; None without validation."
-    import matplotlib.pyplot as plt
-    if not table or table[0]['val_mean'] is None: return None
-    names = [n for n in table[0] if n not in _SETTING_COLUMNS]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    # the ten best with a validation split: more lines than that cannot be told apart
-    for i, setting in enumerate([s for s in table if s['val_mean'] is not None][:10]):
-        histories = [(finished(_run_dir(r)) or {}).get('history') or [] for r in rows
-                     if r['status'] in ('done', 'skipped') and all(r[n] == setting[n] for n in names)]
-        curves = [[h['valid_accuracy'] for h in history] for history in histories
-                  if history and all(h.get('valid_accuracy') is not None for h in history)]
-        colour = f"C{i}"
-        if not curves: continue  # its results were moved or deleted since
-        for curve in curves: ax.plot(range(1, len(curve) + 1), curve, color=colour, alpha=0.25, lw=1)
-        length = min(len(c) for c in curves)
-        ax.plot(range(1, length + 1), [statistics.mean(c[e] for c in curves) for e in range(length)], 'o-', color=colour,
-                label=f"{setting['rank']}. {setting['setting']}")
-    ax.set(xlabel='epoch', ylabel='validation accuracy')
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-# %% ../nbs/13_batch.ipynb #06d4d91b
-def _loopback(host: str) -> bool:
-    if host.lower() == 'localhost': return True
-    try: return ipaddress.ip_address(host).is_loopback
-    except ValueError: return False
-
-def insecure_address_warning(address: str) -> str | None:
-    "One line of warning for a scheduler address that is unencrypted and reaches another machine; None when it is not."
-    scheme, _, rest = address.partition('://') if '://' in address else ('tcp', '', address)  # Dask's default is tcp
-    host = rest.rsplit(':', 1)[0] if rest.count(':') == 1 or rest.startswith('[') else rest
-    if scheme != 'tcp' or _loopback(host.strip('[]')): return None
-    return (f"fashion-nb: warning: {address} is unencrypted and unauthenticated: whoever reaches it can run code on the "
-            "workers and read the results; use a tls:// address with certificates (see the batch page's cluster recipe)")
-
-def cluster_security(ca_file: Path | str | None = None,  # the cluster's certificate authority (PEM)
-                     cert: Path | str | None = None,  # this client's certificate, signed by it (PEM)
-                     key: Path | str | None = None,  # the certificate's private key (PEM)
-                    ):
-    "A Dask `Security` that requires TLS with these files; None, to use Dask's configuration, when none is given."
-    given = {'--tls-ca-file': ca_file, '--tls-cert': cert, '--tls-key': key}
-    if not any(given.values()): return None
-    if not all(given.values()): raise ParamError("--tls-ca-file, --tls-cert and --tls-key go together: give all three")
-    for option, path in given.items():
-        if not Path(path).is_file(): raise ParamError(f"{option} {path}: no such file")
-    from distributed.security import Security
-    return Security(tls_ca_file=str(ca_file), tls_client_cert=str(cert), tls_client_key=str(key), require_encryption=True)
-
-# %% ../nbs/13_batch.ipynb #0b5afd0d
-class ClusterError(FashionNBError):
-    "The Dask scheduler could not be reached, or refused this client."
-
-def connect_scheduler(address: str,  # tls://host:port, tcp://host:port or host:port
-                      security=None,  # from `cluster_security`; None: Dask's configuration
-                     ):
-    "A Dask `Client` of the scheduler at `address`; a one-line `ClusterError` when it cannot be reached or refuses this client."
-    from distributed import Client
-    try: return Client(address, security=security)
-    except (OSError, TypeError, ValueError) as e:  # unreachable, a refused handshake, or tls:// without certificates
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    # the refused client's finalizer closes its event loop: run it now, not during the next client's start, which it would break
-    gc.collect()
-    hint = "its certificates (--tls-ca-file, --tls-cert, --tls-key)" if address.startswith('tls://') else "that it listens there"
-    raise ClusterError(f"cannot use the Dask scheduler at {address} ({reason}); check the address and {hint}")
+__all__ = ['DEFAULT_VAL_SIZE', 'BatchOptions', 'run_batch', 'BatchInterrupted', 'batch_main']
 
 # %% ../nbs/13_batch.ipynb #70052aae
 DEFAULT_VAL_SIZE = 10000  # training images a batch puts aside for validation unless its grid says otherwise
 
-def _cuda_gpus() -> int:
-    "CUDA GPUs this process can use; torch, a second or more to import, is asked only where an NVIDIA driver is installed."
-    if sys.platform == 'darwin': return 0  # PyTorch has no CUDA on macOS
-    if sys.platform.startswith('linux') and 'torch' not in sys.modules and \
-       not any(Path(p).exists() for p in ('/proc/driver/nvidia', '/dev/nvidiactl')): return 0
-    import torch
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+@dataclass
+class BatchOptions:
+    "How a batch's runs run: where and how many at once, their time limits, whether finished ones run again."
+    workers: int | None = None  # runs at once on this machine; None: `default_workers(grid)`
+    scheduler: object = None  # a Dask scheduler's address or a `distributed.Client`: run there instead
+    security: object = None  # a `distributed.security.Security` for a tls:// scheduler; None: Dask's configuration
+    timeout: int | None = None  # seconds a cell may run
+    start_timeout: int = 60  # seconds to wait for each run's kernel to start
+    force: bool = False  # rerun runs that finished before
+    progress: bool = True  # one bar for the batch
+    notebook: Path | str | None = None  # default: the project's end-to-end notebook
+    keep_model: bool = True  # on Dask, bring each run's `model.pt` back too
 
-def default_workers(grid: dict[str, list] | None = None) -> int:
-    "Runs at once on this machine: one per GPU when the grid's runs may use CUDA, else one per CPU core."
-    devices = {str(d) for d in (grid or {}).get('device', ['auto'])}
-    if any(d == 'auto' or d.startswith('cuda') for d in devices) and (gpus := _cuda_gpus()): return gpus
-    return max(1, os.cpu_count() or 1)
+    def __post_init__(self):
+        if self.workers is not None and self.workers < 1: raise ParamError(f"workers must be at least 1, got {self.workers}")
 
 def run_batch(grid: dict[str, list],  # parameter name to its list of values (or ranges, with `sample`)
               out: Path | str,  # the batch folder
-              workers: int | None = None,  # runs at once locally; default `default_workers(grid)`
-              scheduler=None,  # a Dask scheduler address or `distributed.Client`: run there instead
-              timeout: int | None = None,  # seconds a cell may run
-              force: bool = False,  # rerun runs that finished before
-              progress: bool = True,  # one bar for the batch
+              options: BatchOptions | None = None,  # how the runs run; default `BatchOptions()`
               sample: int | None = None,  # run this many combinations drawn from the grid, not all of them
               sample_seed: int = 0,  # seeds the draw and the order of the runs
-              notebook: Path | str | None = None,  # default: the project's end-to-end notebook
-              start_timeout: int = 60,  # seconds to wait for each run's kernel to start
-              keep_model: bool = True,  # on Dask, bring each run's `model.pt` back too
-              security=None,  # a `distributed.security.Security` for a tls:// scheduler; None: Dask's configuration
-             ) -> list[dict]:
-    "Run the end-to-end notebook for every combination of `grid`; write the summaries and figures to `out`."
+              **fields,  # `BatchOptions` fields, given one by one: `workers=2, progress=False`
+             ) -> list[dict]:  # the summary rows, a row a run, in the order of their names
+    "Run the end-to-end notebook for every combination of `grid`; write the summaries and figures to `out`; return the summary rows."
+    options = dataclasses.replace(options or BatchOptions(), **fields)
     grid = {**grid, 'val_size': grid.get('val_size', [DEFAULT_VAL_SIZE])}
     if 'data_dir' in grid:  # resolved here, not by each run: the runs' fingerprints and names hold the absolute folder
         grid['data_dir'] = [callers_folder(d) for d in grid['data_dir']]
-    check_grid(grid, notebook)
-    combinations = sample_grid(grid, sample, sample_seed) if sample is not None else expand_grid(grid)
-    random.Random(sample_seed).shuffle(combinations)
-    if workers is not None and workers < 1: raise ParamError(f"workers must be at least 1, got {workers}")
+    check_grid(grid, options.notebook)
+    runs = sample_grid(grid, sample, sample_seed) if sample is not None else expand_grid(grid)
+    random.Random(sample_seed).shuffle(runs)
     out = Path(out).resolve()
     try: out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ParamError(f"--out {out} cannot be used as a folder ({'it is a file' if out.is_file() else e.strerror})") from None
     clear_stale_temporaries(out)  # left by a batch killed midway
-    # run_one by its module path, so that worker processes can import it even when this runs in a notebook
-    task = importlib.import_module('fashion_nb.batch').run_one
-    rows, counts = [], {'done': 0, 'skipped': 0, 'failed': 0}
+    collected = _Collected(out, len(runs), options.progress)
     try:
-        _run_all(combinations, out, rows, counts, task, grid, workers, scheduler, timeout, force, progress, notebook,
-                 start_timeout, keep_model, security)
+        with collected:
+            pending = []
+            for params in runs:  # finished runs are collected here, without starting a worker
+                if not options.force and reason_to_run(params, out, options.notebook) is None: collected.add(skipped_row(params, out))
+                else: pending.append(params)
+            if pending: _run_pending(pending, grid, out, options, collected)
     except KeyboardInterrupt:
-        write_summary(rows, out/'summary.csv')  # what finished is kept, and the same command resumes from it
-        raise BatchInterrupted(f"interrupted: {counts['done'] + counts['skipped']} of {len(combinations)} runs finished, "
+        write_summary(collected.rows, out/'summary.csv')  # what finished is kept, and the same command resumes from it
+        counts = collected.counts
+        raise BatchInterrupted(f"interrupted: {counts['done'] + counts['skipped']} of {len(runs)} runs finished, "
                                f"{counts['failed']} failed, in {out/'summary.csv'}; the same command runs the rest") from None
-    write_summary(rows, out/'summary.csv')
-    _write_conclusions(rows, out)
-    return sorted(rows, key=lambda r: r['run'])
+    write_summary(collected.rows, out/'summary.csv')
+    write_conclusions(collected.rows, out)
+    return sorted(collected.rows, key=lambda r: r['run'])
 
 class BatchInterrupted(FashionNBError):
     "The batch was interrupted (Ctrl-C): the runs not started were cancelled, those running here stopped."
 
-def worker_gpus(grid: dict[str, list],  # the batch's grid; its `device` values decide
-                slots: int,  # local workers
-               ) -> list[str] | None:
-    "The GPU each local worker sees (as its `CUDA_VISIBLE_DEVICES`), in turn; None where the runs need no choosing."
-    devices = {str(d) for d in grid.get('device', ['auto'])}
-    if any(d.startswith('cuda:') for d in devices): return None  # the grid names its GPUs itself
-    if not devices & {'auto', 'cuda'} or not (count := _cuda_gpus()): return None
-    visible = os.environ.get('CUDA_VISIBLE_DEVICES')
-    ids = [v.strip() for v in visible.split(',')] if visible else [str(i) for i in range(count)]
-    ids = ids[:count]  # CUDA stops at the first entry it cannot use
-    return [ids[w % len(ids)] for w in range(slots)] if len(ids) > 1 else None
+# %% ../nbs/13_batch.ipynb #a7b0c001
+class _Collected:
+    "A batch's rows as they come: counted on one progress bar, and written to summary.csv after each."
+    def __init__(self, out: Path, total: int, progress: bool):
+        from tqdm import tqdm
+        self.out, self.total, self.rows, self.slots = out, total, [], 0
+        self.counts = {'done': 0, 'skipped': 0, 'failed': 0}
+        self.bar = tqdm(total=total, desc='batch', unit='run', disable=not progress, file=sys.stderr)
 
-def _local_worker_start(gpus=None):
-    "In a new local worker: take the next GPU from `gpus` (a queue), when there is one, then set up signals."
-    # every run would otherwise pick cuda:0; a kernel this worker starts inherits the variable
-    if gpus is not None:
-        with contextlib.suppress(queue.Empty): os.environ['CUDA_VISIBLE_DEVICES'] = gpus.get(timeout=10)
-    _local_worker_signals()
+    def __enter__(self): return self
+    def __exit__(self, *exception): self.bar.close()
 
-def _local_pool(slots: int, gpus: list[str] | None = None) -> ProcessPoolExecutor:
-    "A pool of `slots` new interpreters (spawned: no state copied from this one), each given one of `gpus`."
-    context = get_context('spawn')
-    handed_out = None
-    if gpus is not None:
-        handed_out = context.Queue()
-        for gpu in gpus: handed_out.put(gpu)
-    # the initializer by its module path, so that spawned workers can import it even when this runs in a notebook
-    start = importlib.import_module('fashion_nb.batch')._local_worker_start
-    return ProcessPoolExecutor(slots, mp_context=context, initializer=start, initargs=(handed_out,))
+    def add(self, row: dict):
+        self.rows.append(row)
+        self.counts[row['status']] += 1
+        self.bar.update(1)
+        self.bar.set_postfix(done=self.counts['done'] + self.counts['skipped'], failed=self.counts['failed'],
+                             running=min(self.total - len(self.rows), self.slots), refresh=False)
+        write_summary(self.rows, self.out/'summary.csv')
 
-def _local_worker_signals():
-    "In a local worker: Ctrl-C reaches the whole process group, but the batch decides what stops, with SIGTERM."
-    import signal
-    def stop(signum, frame):
-        # the kept kernel, in a session of its own, would outlive this process and then say so on the terminal
-        with contextlib.suppress(Exception): os.killpg(_kept.kernel.manager.provisioner.pgid, signal.SIGKILL)
-        os._exit(128 + signum)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, stop)
+@dataclass
+class _Runs:
+    "Where the pending runs go: an executor, its slots, the task a run is there, and how the task's result becomes a row here."
+    executor: Executor
+    slots: int
+    task: Callable  # called in a worker with a run's parameters
+    row: Callable = lambda result: result
 
-def _outcome(future, params: dict, out: Path, receive: bool = False) -> dict:
-    "A finished future's row; a failed row when its worker did not report (a killed process, a lost Dask worker)."
-    try: return receive_run(*future.result(), out) if receive else future.result()
-    except Exception as e: return _failed(_row(params, out), e)
+@contextlib.contextmanager
+def _local_runs(grid: dict, pending: list[dict], out: Path, options: BatchOptions):
+    "This machine's pool: a worker a run at once, each with its share of the cores and, with several GPUs, one of them."
+    slots = min(options.workers or default_workers(grid), len(pending))
+    task = functools.partial(run_one, batch_dir=out, threads=threads_per_run(slots), timeout=options.timeout, force=options.force,
+                             notebook=options.notebook, start_timeout=options.start_timeout, keep_kernel=True)
+    with local_pool(slots, worker_gpus(grid, slots)) as pool: yield _Runs(pool, slots, task)
 
-def _run_all(combinations, out, rows, counts, task, grid, workers, scheduler, timeout, force, progress, notebook,
-             start_timeout, keep_model, security):
-    "Run the combinations, collecting each row into `rows` (and summary.csv) as it comes."
-    from tqdm import tqdm
-    with tqdm(total=len(combinations), desc='batch', unit='run', disable=not progress, file=sys.stderr) as bar:
-        def collect(row):
-            rows.append(row)
-            counts[row['status']] += 1
-            bar.update(1)
-            bar.set_postfix(done=counts['done'] + counts['skipped'], failed=counts['failed'],
-                            running=min(len(combinations) - len(rows), slots), refresh=False)
-            write_summary(rows, out/'summary.csv')
-        pending, slots = [], 0
-        for params in combinations:  # finished runs are collected here, without starting a worker
-            if not force and why_rerun(params, out, notebook) is None: collect(skipped(params, out))
-            else: pending.append(params)
-        arguments = dict(timeout=timeout, force=force, notebook=notebook, start_timeout=start_timeout, reuse_kernel=True)
-        if not pending: pass
-        elif scheduler is None:
-            slots = min(workers or default_workers(grid), len(pending))
-            threads = max(1, (os.cpu_count() or 1) // slots)
-            pool = _local_pool(slots, worker_gpus(grid, slots))
-            try:
-                futures = {pool.submit(task, params, out, threads=threads, **arguments): params for params in pending}
-                for future in as_completed(futures): collect(_outcome(future, futures[future], out))
-            except BaseException:  # Ctrl-C: the runs not started are cancelled, those running stopped (they rerun next time)
-                processes = list((getattr(pool, '_processes', None) or {}).values())
-                pool.shutdown(wait=False, cancel_futures=True)
-                for process in processes: process.terminate()  # their kernels exit with them
-                raise
-            pool.shutdown()
-        else:
-            from distributed import Client
-            from distributed import as_completed as dask_completed
-            if isinstance(scheduler, str) and (warning := insecure_address_warning(scheduler)): print(warning, file=sys.stderr)
-            client = scheduler if isinstance(scheduler, Client) else connect_scheduler(scheduler, security)
-            try:
-                host_slots = {}
-                for address, nthreads in client.nthreads().items():
-                    host_slots[_host(address)] = host_slots.get(_host(address), 0) + nthreads
-                slots = min(sum(host_slots.values()) or 1, len(pending))
-                remote = importlib.import_module('fashion_nb.batch').run_on_worker
-                source = Path(notebook).read_bytes() if notebook else None  # workers need no path of this machine
-                futures = {client.submit(remote, params, timeout=timeout, start_timeout=start_timeout, host_slots=host_slots,
-                                         notebook_source=source, keep_model=keep_model, pure=False): params for params in pending}
-                try:
-                    for future in dask_completed(list(futures)): collect(_outcome(future, futures[future], out, receive=True))
-                except BaseException:
-                    client.cancel(list(futures))  # Ctrl-C: no run starts on the cluster after it
-                    raise
-            finally:
-                if client is not scheduler: client.close()
+@contextlib.contextmanager
+def _cluster_runs(pending: list[dict], out: Path, options: BatchOptions):
+    "The Dask cluster: each run in a worker's scratch folder, its files sent back and written into `out`."
+    with cluster_executor(options.scheduler, options.security) as (executor, slots_per_host):
+        source = Path(options.notebook).read_bytes() if options.notebook else None  # workers need no path of this machine
+        task = functools.partial(run_on_worker, timeout=options.timeout, start_timeout=options.start_timeout,
+                                 host_slots=slots_per_host, notebook_source=source, keep_model=options.keep_model)
+        yield _Runs(executor, min(sum(slots_per_host.values()) or 1, len(pending)), task, lambda result: receive_run(*result, out))
 
-def _write_conclusions(rows: list[dict], out: Path):
-    "settings.csv, report.md and the figures, from the summary rows."
-    import matplotlib.pyplot as plt
-    table = compare_settings(rows)
-    write_settings(table, out/'settings.csv')
-    lines = report(table, rows)
-    with atomic_path(out/'report.md') as tmp: tmp.write_text('# Batch report\n\n' + '\n'.join(f"- {l}" for l in lines) + '\n')
-    for name, figure in (('summary.png', plot_settings(rows, table)), ('curves.png', plot_curves(rows, table))):
-        if figure is None: (out/name).unlink(missing_ok=True); continue
-        save_figure(figure, out/name)
-        plt.close(figure)  # saved, not shown: a notebook calling this shows the files instead
+def _run_pending(pending: list[dict], grid: dict, out: Path, options: BatchOptions, collected: _Collected):
+    "Run the runs not finished before, here or on the cluster; collect each row as its run completes."
+    where = _local_runs(grid, pending, out, options) if options.scheduler is None else _cluster_runs(pending, out, options)
+    with where as runs:
+        collected.slots = runs.slots
+        futures = {runs.executor.submit(runs.task, params): params for params in pending}
+        for future in as_completed(futures):
+            try: row = runs.row(future.result())
+            except Exception as e: row = failed_row(run_row(futures[future], out), e)  # its worker did not report: killed, or lost
+            collected.add(row)
 
 # %% ../nbs/13_batch.ipynb #b28a2fb9
 def batch_main(args) -> int:
     "Run `fashion-nb batch` from parsed command-line arguments; 1 if any run failed."
     grid = parse_grid([tuple(p) for p in args.parameter], args.file)
-    rows = run_batch(grid, args.out, workers=args.workers, scheduler=args.scheduler, timeout=args.timeout,
-                     force=args.force, progress=not args.no_progress, sample=getattr(args, 'sample', None),
-                     sample_seed=getattr(args, 'sample_seed', 0), start_timeout=getattr(args, 'start_timeout', 60),
-                     keep_model=not getattr(args, 'no_model', False),
-                     security=cluster_security(getattr(args, 'tls_ca_file', None), getattr(args, 'tls_cert', None),
-                                               getattr(args, 'tls_key', None)))
+    options = BatchOptions(workers=args.workers, scheduler=args.scheduler, timeout=args.timeout, force=args.force,
+                           progress=not args.no_progress, start_timeout=getattr(args, 'start_timeout', 60),
+                           keep_model=not getattr(args, 'no_model', False),
+                           security=cluster_security(getattr(args, 'tls_ca_file', None), getattr(args, 'tls_cert', None),
+                                                     getattr(args, 'tls_key', None)))
+    rows = run_batch(grid, args.out, options, sample=getattr(args, 'sample', None), sample_seed=getattr(args, 'sample_seed', 0))
     failed = [r for r in rows if r['status'] == 'failed']
     for r in failed: print(f"fashion-nb: run {r['run']} failed: {r['reason']}", file=sys.stderr)
     for line in report(compare_settings(rows), rows): print(line)

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     batch.add_argument('--out', required=True, help='the batch folder, relative to the current folder: a subfolder a run, then summary.csv, settings.csv, '
                        'report.md, summary.png and, when the runs have a validation split, curves.png')
     batch.add_argument('--workers', type=int, default=None, help='runs at once on this machine '
-                       '(default: one per core, or one per GPU when the runs may use CUDA)')
+                       '(default: as many as the usable cores and free memory allow, one per GPU when the runs use CUDA)')
     batch.add_argument('--scheduler', default=None, help='a Dask scheduler address to run on instead (tls://host:8786; '
                        'a tcp:// address on another machine is unencrypted and gets a warning)')
     batch.add_argument('--force', action='store_true', help='rerun runs that already finished')

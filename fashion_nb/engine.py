@@ -7,7 +7,6 @@ Docs: https://fashion-nb.github.io/fashion_nb/engine.html.md"""
 # %% ../nbs/11b_engine.ipynb #c857c9a4
 from __future__ import annotations
 
-import contextlib
 import platform
 import sys
 import time
@@ -19,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn, optim
 from tqdm import tqdm
 
-from .core import CheckpointError, DeviceError, NonFiniteLossError, atomic_path, keep_freed_memory, shown_path
+from .core import CheckpointError, DeviceError, NonFiniteLossError, atomic_path, shown_path
 from .data import CLASS_NAMES, FashionSplit
 from .fast_network import FastNetwork
 from .model import Network
@@ -72,6 +71,8 @@ def train_epoch(model: nn.Module,
                 epoch: int = 1,  # this epoch's number, for messages
                 progress: tqdm | None = None,  # a bar to advance, one step per batch
                 check_every: int = 50,  # batches between reads of the running sums
+                augment=None,  # (images) -> images, applied to each batch on the device (06_beyond)
+                scheduler=None,  # stepped after every batch (e.g. one-cycle); None: the rate stays
                ) -> dict:
     "Train `model` once over `batches`; return the summed loss, the number correct and the number of images."
     model.train()
@@ -80,11 +81,13 @@ def train_epoch(model: nn.Module,
     first_bad = torch.tensor(-1, device=device)
     batches_done = images_seen = shown = 0
     for batches_done, (images, labels) in enumerate(batches, 1):
+        if augment is not None: images = augment(images)
         preds = model(images)
         loss = loss_func(preds, labels)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        if scheduler is not None: scheduler.step()
         loss = loss.detach()
         sums += torch.stack((loss, preds.argmax(dim=1).eq(labels).sum().float()))
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), batches_done, first_bad)
@@ -128,6 +131,8 @@ def fit(model: nn.Module,
         loss_func=F.cross_entropy,  # (scores, labels) -> mean loss of the batch
         opt_func=adam,  # (parameters, lr) -> an optimizer
         valid: FashionSplit | None = None,  # held-out images measured after every epoch
+        augment=None,  # (images) -> images, applied to each training batch on the device (06_beyond)
+        schedule=None,  # (optimizer, total_steps) -> a scheduler stepped after every batch
        ) -> list[dict]:
     "Train `model` on `train`, fast: the lesson's `fit` with the data on the device; return one record per epoch."
     if epochs < 1: raise ValueError(f"epochs must be at least 1, got {epochs}")
@@ -140,23 +145,22 @@ def fit(model: nn.Module,
     optimizer = opt_func(model.parameters(), lr=lr)
     generator = torch.Generator(device=dev if dev.type == 'cuda' else 'cpu').manual_seed(seed)  # shuffle where the data is
     n_batches = -(-len(data) // batch_size)
+    scheduler = schedule(optimizer, epochs * n_batches) if schedule is not None else None
     history = []
-    # on the CPU each step reuses the last one's buffers while the epochs run; the allocator is given back after, see core
-    with keep_freed_memory() if dev.type == 'cpu' else contextlib.nullcontext():
-        for epoch in range(1, epochs + 1):
-            start = time.perf_counter()
-            with tqdm(total=n_batches, desc=f"epoch {epoch}/{epochs}", disable=quiet, file=sys.stderr,
-                      mininterval=0.5, leave=True) as bar:
-                stats = train_epoch(model, data.batches(batch_size, shuffle=True, generator=generator),
-                                    optimizer, loss_func, epoch, bar)
-                record = {'epoch': epoch, 'total_loss': stats['total_loss'], 'mean_loss': stats['total_loss'] / stats['batches'],
-                          'correct': stats['correct'], 'accuracy': stats['correct'] / stats['images']}
-                if held_out is not None:
-                    scores = evaluate(model, held_out, loss_func)
-                    record.update(valid_loss=scores['loss'], valid_accuracy=scores['accuracy'])
-                    bar.set_postfix(loss=f"{record['mean_loss']:.3f}", acc=f"{record['accuracy']:.3f}",
-                                    valid_acc=f"{scores['accuracy']:.3f}")
-            history.append({**record, 'seconds': time.perf_counter() - start})
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        with tqdm(total=n_batches, desc=f"epoch {epoch}/{epochs}", disable=quiet, file=sys.stderr,
+                  mininterval=0.5, leave=True) as bar:
+            stats = train_epoch(model, data.batches(batch_size, shuffle=True, generator=generator),
+                                optimizer, loss_func, epoch, bar, augment=augment, scheduler=scheduler)
+            record = {'epoch': epoch, 'total_loss': stats['total_loss'], 'mean_loss': stats['total_loss'] / stats['batches'],
+                      'correct': stats['correct'], 'accuracy': stats['correct'] / stats['images']}
+            if held_out is not None:
+                scores = evaluate(model, held_out, loss_func)
+                record.update(valid_loss=scores['loss'], valid_accuracy=scores['accuracy'])
+                bar.set_postfix(loss=f"{record['mean_loss']:.3f}", acc=f"{record['accuracy']:.3f}",
+                                valid_acc=f"{scores['accuracy']:.3f}")
+        history.append({**record, 'seconds': time.perf_counter() - start})
     return history
 
 # %% ../nbs/11b_engine.ipynb #2ce02bed

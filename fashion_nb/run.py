@@ -8,7 +8,6 @@ Docs: https://fashion-nb.github.io/fashion_nb/run.html.md"""
 from __future__ import annotations
 
 import ast
-import contextlib
 import functools
 import hashlib
 import json
@@ -20,22 +19,22 @@ import secrets
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 from .core import DeviceError, FashionNBError, checkout_root, project_root, write_json
 
 # %% auto #0
-__all__ = ['NETWORKS', 'END_TO_END', 'PACKAGED_END_TO_END', 'ParamError', 'temporary_out_dir', 'check_params',
+__all__ = ['MODELS', 'SCHEDULES', 'END_TO_END', 'PACKAGED_END_TO_END', 'ParamError', 'temporary_out_dir', 'check_params',
            'end_to_end_notebook', 'RunError', 'parse_value', 'callers_folder', 'notebook_parameters', 'check_names',
-           'run_fingerprint', 'stale_reason', 'kernel_config', 'WarmKernel', 'run_end_to_end']
+           'run_fingerprint', 'stale_reason', 'kernel_config', 'run_end_to_end']
 
 # %% ../nbs/12_run.ipynb #a634b105
 class ParamError(FashionNBError, ValueError):
     "A run parameter has the wrong type or an impossible value."
 
-NETWORKS = ('fast', 'tutorial')  # the end-to-end notebook's `network`: the engine's twin or the lesson's class
+MODELS = ('tutorial', 'tutorial-plain', 'better')  # the end-to-end notebook's `model` (see its parameters cell)
+SCHEDULES = ('constant', 'one-cycle')  # how the learning rate moves during training
 
 def _whole(name, value, minimum):
     if isinstance(value, bool) or not isinstance(value, int):
@@ -62,7 +61,12 @@ def check_params(epochs: int,  # passes over the training images, at least 1
                  threads: int = 0,  # CPU threads for torch; 0 keeps its default
                  val_size: int = 0,  # training images put aside for validation, fewer than 60,000
                  deterministic: bool = False,  # deterministic algorithms only
-                 network: str = 'fast',  # 'fast' (the engine's FastNetwork) or 'tutorial' (the lesson's Network)
+                 model: str = 'tutorial',  # 'tutorial' (as FastNetwork), 'tutorial-plain' (Network) or 'better'
+                 weight_decay: float = 0.0,  # AdamW's weight decay, 0 or more; 0 keeps the tutorial's Adam
+                 schedule: str = 'constant',  # 'constant' or 'one-cycle'
+                 augment: bool = False,  # shift and mirror the training pictures
+                 label_smoothing: float = 0.0,  # cross-entropy's label smoothing, in [0, 1)
+                 flip_scores: bool = False,  # score each test picture with its mirror image
                 ) -> dict:
     "Check a run's parameters; return them with the device resolved and `out_dir` absolute (a folder named is created)."
     for name, value, minimum in (('epochs', epochs, 1), ('batch_size', batch_size, 1), ('seed', seed, 0),
@@ -71,9 +75,14 @@ def check_params(epochs: int,  # passes over the training images, at least 1
     if val_size >= 60000: raise ParamError(f"val_size must leave training images: below 60,000, got {val_size:,}")
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
         raise ParamError(f"lr must be a positive number, got {lr!r}")
-    for name, value in (('quiet', quiet), ('deterministic', deterministic)):
+    for name, value in (('quiet', quiet), ('deterministic', deterministic), ('augment', augment),
+                        ('flip_scores', flip_scores)):
         if not isinstance(value, bool): raise ParamError(f"{name} must be True or False, got {value!r}")
-    if network not in NETWORKS: raise ParamError(f"network must be one of {', '.join(map(repr, NETWORKS))}, got {network!r}")
+    for name, value, allowed in (('model', model, MODELS), ('schedule', schedule, SCHEDULES)):
+        if value not in allowed: raise ParamError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+    for name, value, top in (('weight_decay', weight_decay, math.inf), ('label_smoothing', label_smoothing, 1)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < top:
+            raise ParamError(f"{name} must be a number from 0{' up to (not including) ' + str(top) if top < math.inf else ' up'}, got {value!r}")
     from fashion_nb.engine import pick_device  # here, not at the top: a batch's workers need no torch of their own
     try: resolved = pick_device(device)
     except DeviceError as e: raise ParamError(f"device: {e}") from None
@@ -88,7 +97,8 @@ def check_params(epochs: int,  # passes over the training images, at least 1
     else: out_dir = temporary_out_dir()  # made by the run's first file, not by checking
     return dict(epochs=epochs, batch_size=batch_size, lr=float(lr), seed=seed, device=str(resolved),
                 data_dir=data_dir, limit=limit, out_dir=str(Path(out_dir).resolve()), quiet=quiet, threads=threads,
-                val_size=val_size, deterministic=deterministic, network=network)
+                val_size=val_size, deterministic=deterministic, model=model, weight_decay=float(weight_decay),
+                schedule=schedule, augment=augment, label_smoothing=float(label_smoothing), flip_scores=flip_scores)
 
 # %% ../nbs/12_run.ipynb #f3f58fc3
 END_TO_END = 'nbs/05_end_to_end.ipynb'  # in a checkout; `make export` copies it into the package for wheels
@@ -197,85 +207,6 @@ def kernel_config():
     from traitlets.config import Config
     return Config({'KernelManager': {'transport_encryption': 'auto'}}) if zmq.has('curve') else Config()
 
-class WarmKernel:
-    "A kernel started once for several runs: the heavy imports paid once, the namespace and global switches reset before each run."
-    PRELOAD = ("import torch, torch._dynamo, matplotlib.pyplot, sklearn.metrics\n"  # the imports every run pays for
-               "import fashion_nb.confusion, fashion_nb.inference, fashion_nb.run, fashion_nb.training, fashion_nb.engine\n"
-               "import gc; gc.freeze()\n"  # what the imports made lives as long as the kernel: each collection skips it
-               "%reset -f")  # the first run finds no names either
-    RESET = ("import matplotlib.pyplot, torch\n"
-             "matplotlib.pyplot.close('all'); torch.use_deterministic_algorithms(False); torch.set_num_threads({threads})\n"
-             "%reset -f")  # every name, these included; it ends with a garbage collection
-
-    def __init__(self, start_timeout: int = 60):
-        from jupyter_client.manager import AsyncKernelManager  # the kind papermill's client drives, timeouts included
-        from jupyter_client.utils import run_sync
-        self.manager, self._sync = AsyncKernelManager(kernel_name='python3', config=kernel_config()), run_sync
-        # the kernel's own stderr, its log: a file without a name (nothing to leave behind), read back with `take_log`
-        self._log, self._logged = tempfile.TemporaryFile(), 0
-        try: run_sync(self.manager.start_kernel)(cwd=str(project_root()), stderr=self._log)
-        except BaseException: self._log.close(); raise
-        self.start_timeout, self.runs, self._preload_error = start_timeout, 0, None
-        # the imports run in the kernel while this process goes on (a batch worker reads the notebook meanwhile)
-        self._preloading = threading.Thread(target=self._preload, daemon=True)
-        self._preloading.start()
-
-    def _preload(self):
-        try: self.threads = int(self._execute(self.PRELOAD, {'threads': '__import__("torch").get_num_threads()'})['threads'])
-        except Exception as e: self._preload_error = e
-
-    def _ready(self):
-        "Wait for the imports to finish."
-        self._preloading.join()
-        if self._preload_error is not None: raise self._preload_error
-
-    def _execute(self, code: str, expressions: dict | None = None) -> dict:
-        "Run `code` in the kernel; the values of `expressions` afterwards, as text."
-        from queue import Empty
-        client = self.manager.client()
-        client.start_channels(iopub=False, stdin=False, control=False)  # the reply is all it needs: no wait for output to settle
-        try:
-            msg_id = client.execute(code, user_expressions=expressions or {}, allow_stdin=False)
-            deadline = time.monotonic() + self.start_timeout
-            while True:  # the reply to this request, past any left from an earlier one; a kernel that died gives none
-                try: reply = self._sync(client.get_shell_msg)(timeout=min(1, max(0.1, deadline - time.monotonic())))
-                except Empty:
-                    if not self.alive(): raise RunError("the kept kernel died, perhaps out of memory") from None
-                    if time.monotonic() >= deadline:
-                        raise RunError(f"the kept kernel did not answer within {self.start_timeout} s") from None
-                    continue
-                if reply['parent_header'].get('msg_id') == msg_id: break
-        finally: client.stop_channels()
-        reply = reply['content']
-        if reply['status'] != 'ok': raise RunError(f"the kept kernel failed: {reply.get('ename')}: {reply.get('evalue')}")
-        return {k: v['data']['text/plain'] for k, v in reply.get('user_expressions', {}).items()}
-
-    def evaluate(self, expression: str) -> str:
-        "The value of `expression` in the kernel, as text (to check what a run left behind)."
-        self._ready()
-        return self._execute('', {'value': expression})['value']
-
-    def reset(self):
-        "Forget the last run: its names, figures, thread count and determinism switch."
-        self._ready()
-        if self.runs: self._execute(self.RESET.format(threads=self.threads))
-
-    def take_log(self) -> bytes:
-        "What the kernel wrote to its stderr since the last call: its log lines, warnings, what C code printed."
-        if self._log.closed: return b''
-        # read at an offset: the kernel writes through the same open file, whose position must stay where its writes left it
-        size = os.fstat(self._log.fileno()).st_size
-        written = os.pread(self._log.fileno(), size - self._logged, self._logged) if size > self._logged else b''
-        self._logged += len(written)
-        return written
-
-    def alive(self) -> bool: return self._sync(self.manager.is_alive)()
-
-    def shutdown(self):
-        "Stop the kernel (at once, no matter its state), wait for it, and close its log."
-        with contextlib.suppress(Exception): self._sync(self.manager.shutdown_kernel)(now=True)
-        self._log.close()
-
 class _Watch:
     "What nbclient's hooks tell of a run: the notebook, once the kernel has answered, and the code cell last sent to it."
     def __init__(self): self.notebook, self.cell, self.cells_sent = None, None, 0
@@ -318,7 +249,7 @@ def run_end_to_end(out_dir: Path | str,  # the folder for the executed notebook 
                    timeout: int | None = None,  # seconds a cell may run before the run is stopped
                    start_timeout: int = 60,  # seconds to wait for the kernel to start
                    start_attempts: int = 3,  # starts to try before giving up, when the kernel fails to start
-                   kernel: WarmKernel | None = None,  # a kernel kept from earlier runs, reset first; None: a new one
+                   kernel: 'KeptKernel | None' = None,  # a worker's kept kernel, reset first; None: a new one
                   ) -> dict:
     "Run the end-to-end notebook into `out_dir` with papermill; return the metrics it wrote, with the run's fingerprint."
     import papermill
@@ -363,6 +294,7 @@ def run_end_to_end(out_dir: Path | str,  # the folder for the executed notebook 
                        f"{_first_line(failure)}") from failure
     try: metrics = json.loads((out_dir/'metrics.json').read_text())
     except (OSError, ValueError): raise RunError(f"the notebook ran but wrote no readable metrics.json (executed notebook: {executed})") from None
-    metrics.update(fingerprint=fingerprint, start_attempts=attempt, kernel_runs=kernel.runs if kernel is not None else 1)
+    metrics.update(fingerprint=fingerprint, start_attempts=attempt, kernel_runs=kernel.runs if kernel is not None else 1,
+                   kernel_peak_memory=kernel.peak_memory() if kernel is not None else None)
     write_json(out_dir/'metrics.json', metrics)
     return metrics

@@ -47,7 +47,7 @@ def fit(epochs: int,  # passes over `train_dl`
         optimizer: torch.optim.Optimizer,  # made from `model.parameters()`
         train_dl,  # batches (images, labels) to learn from
         valid_dl=None,  # held-out batches, measured after every epoch
-       ) -> list[dict]:
+        scheduler=None):  # changes the learning rate after every batch (06_beyond); None: constant
     "Train `model` for `epochs` passes over `train_dl`; return one record per epoch."
     device = next(model.parameters()).device
     history = []
@@ -61,14 +61,14 @@ def fit(epochs: int,  # passes over `train_dl`
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            if scheduler is not None: scheduler.step()
             total_loss += loss.item()
             total_correct += get_num_correct(preds, labels)
             seen += len(labels)
         record = {'epoch': epoch, 'total_loss': total_loss, 'mean_loss': total_loss / len(train_dl),
                   'correct': total_correct, 'accuracy': total_correct / seen}
-        if valid_dl is not None:
-            held_out = evaluate(model, loss_func, valid_dl)
-            record.update(valid_loss=held_out['loss'], valid_accuracy=held_out['accuracy'])
+        if valid_dl is not None:  # its loss and accuracy, as valid_loss and valid_accuracy
+            record |= {f'valid_{k}': v for k, v in evaluate(model, loss_func, valid_dl).items()}
         history.append(record)
     return history
 

@@ -14,9 +14,14 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from fashion_nb.batch import ClusterError, expand_grid, finished, parse_grid, read_summary, run_batch
+from fashion_nb.batch import run_batch
+from fashion_nb.cluster import ClusterError
 from fashion_nb.core import project_root
+from fashion_nb.grid import expand_grid, parse_grid
+from fashion_nb.report import choose, compare_settings, read_summary, report
+from fashion_nb.resume import finished_metrics
 from fashion_nb.run import END_TO_END, ParamError
+from fashion_nb.sizing import usable_cpus
 from test_end_to_end import leftovers, processes_tagged, short_notebook, traced  # noqa: F401 (traced: a fixture)
 
 SMALL = {'limit': [1000], 'epochs': [1], 'val_size': [1000]}  # one epoch on 1,000 images, 1,000 to validate: seconds a run
@@ -60,7 +65,8 @@ def test_local_batch_runs_every_combination(local_batch):
     for r in rows:
         assert (out/r['run']/'metrics.json').is_file() and Path(r['notebook']).is_file()
         assert 0.1 < r['test_accuracy'] < 1 and 0 < r['final_train_accuracy'] <= 1 and 0.1 < r['val_accuracy'] < 1
-        assert r['threads'] == max(1, (os.cpu_count() or 1) // 2) and r['device'] == 'cpu' and len(r['fingerprint']) == 12 and r['start_attempts'] == 1
+        assert r['threads'] == max(1, usable_cpus() // 2) and r['device'] == 'cpu' and len(r['fingerprint']) == 12 and r['start_attempts'] == 1
+        assert 2**27 < finished_metrics(out/r['run'])['kernel_peak_memory'] < 2**34  # the kept kernel's peak: 128 MiB to 16 GiB
     settings = read_summary(out/'settings.csv')
     assert [s['rank'] for s in settings] == [1, 2] and settings[0]['val_mean'] >= settings[1]['val_mean']
     report = (out/'report.md').read_text()
@@ -92,7 +98,7 @@ def test_rerun_skips_finished_runs_and_force_reruns(local_batch):
     forced = run_batch({**grid, 'lr': [0.01]}, out, workers=1, force=True, progress=False)
     assert [r['status'] for r in forced] == ['done']
     before = next(r for r in rows if r['lr'] == 0.01)
-    assert forced[0]['threads'] == (os.cpu_count() or 1) and before['threads'] == max(1, (os.cpu_count() or 1) // 2)
+    assert forced[0]['threads'] == usable_cpus() and before['threads'] == max(1, usable_cpus() // 2)
     assert abs(forced[0]['test_accuracy'] - before['test_accuracy']) <= 0.01  # same seed; other thread counts sum in other orders
 
 
@@ -216,7 +222,7 @@ def test_a_killed_batch_resumes_and_leaves_no_temporary_files(tmp_path, real_dat
     batch = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
-        while not any('fingerprint' in (finished(p.parent) or {}) for p in (tmp_path/'out').glob('*/metrics.json')):
+        while not any('fingerprint' in (finished_metrics(p.parent) or {}) for p in (tmp_path/'out').glob('*/metrics.json')):
             assert batch.poll() is None and time.monotonic() < deadline, 'the first run did not finish'
             time.sleep(0.2)
     finally:
@@ -245,7 +251,7 @@ def openssl_certificates(folder: Path, name: str = 'fashion-nb') -> dict:
 def test_a_tls_cluster_refuses_clients_without_its_certificates_and_then_runs_the_batch(tmp_path, real_data_available, capsys):
     "Each refusal is one line and runs nothing; a batch with the right certificates then runs in the same process."
     dask = pytest.importorskip('dask')
-    from fashion_nb.batch import cluster_security
+    from fashion_nb.cluster import cluster_security
     from fashion_nb.cli import main
     own = openssl_certificates(tmp_path/'certificates')
     other = openssl_certificates(tmp_path/'other', 'intruder')  # a certificate from another authority
@@ -281,24 +287,24 @@ def test_a_yaml_tag_that_builds_an_object_is_refused(tmp_path):
 def test_a_kept_kernel_that_cannot_start_fails_only_its_run(tmp_path, monkeypatch):
     "The kernel's start is inside run_one's try: a failed row, and the next run starts a fresh kernel."
     import zmq
-    from fashion_nb import batch
+    from fashion_nb import worker
     started = []
     class Unstartable:
         def __init__(self, start_timeout): started.append(self); raise zmq.ZMQError(98, 'Address already in use')
-    monkeypatch.setattr(batch, 'WarmKernel', Unstartable)
-    monkeypatch.setattr(batch._kept, 'kernel', None, raising=False)
-    row = batch.run_one({'seed': 0}, tmp_path, reuse_kernel=True)
+    monkeypatch.setattr(worker, 'KeptKernel', Unstartable)
+    monkeypatch.setattr(worker._kept, 'kernel', None, raising=False)
+    row = worker.run_one({'seed': 0}, tmp_path, keep_kernel=True)
     assert row['status'] == 'failed' and row['reason'] == 'ZMQError: Address already in use' and row['run'] == 'seed=0'
-    assert batch._kept.kernel is None
+    assert worker._kept.kernel is None
     class Fresh:
         def __init__(self, start_timeout): started.append(self)
         def alive(self): return True
         def take_log(self): return b''
         def shutdown(self): pass
-    monkeypatch.setattr(batch, 'WarmKernel', Fresh)
-    monkeypatch.setattr(batch, 'run_end_to_end', lambda *a, **k: {
+    monkeypatch.setattr(worker, 'KeptKernel', Fresh)
+    monkeypatch.setattr(worker, 'run_end_to_end', lambda *a, **k: {
         'test_accuracy': 0.8, 'train_accuracy': 0.8, 'history': [{'accuracy': 0.8}], 'seconds': {'total': 1.0}})
-    assert batch.run_one({'seed': 0}, tmp_path, reuse_kernel=True)['status'] == 'done'
+    assert worker.run_one({'seed': 0}, tmp_path, keep_kernel=True)['status'] == 'done'
     assert len(started) == 2 and isinstance(started[1], Fresh)
 
 
@@ -325,11 +331,11 @@ def test_a_batch_logs_each_runs_kernel_stderr_and_a_dead_kernel_fails_its_run_al
 
 def test_a_dead_kept_kernel_is_shut_down_before_the_next_starts(monkeypatch):
     "Its process reaped and its connection file removed; the one exit handler of the process shuts down the kernel that replaced it."
-    from fashion_nb import batch
-    monkeypatch.setattr(batch._kept, 'kernel', None, raising=False)
-    monkeypatch.setattr(batch, '_kept_kernels', set())
-    monkeypatch.setattr(batch, '_exit_handler', [])
-    first = batch._kept_kernel()
+    from fashion_nb import worker
+    monkeypatch.setattr(worker._kept, 'kernel', None, raising=False)
+    monkeypatch.setattr(worker, '_kept_kernels', set())
+    monkeypatch.setattr(worker, '_exit_handler', [])
+    first = worker._kept_kernel()
     second = None
     try:
         assert first.evaluate('1 + 1') == '2'
@@ -338,12 +344,13 @@ def test_a_dead_kept_kernel_is_shut_down_before_the_next_starts(monkeypatch):
         deadline = time.monotonic() + 30
         while first.alive(): assert time.monotonic() < deadline; time.sleep(0.1)
         assert connection.is_file() and first.manager.has_kernel  # dead, but not yet shut down
-        second = batch._kept_kernel()
+        second = worker._kept_kernel()
         assert second is not first and second.evaluate('2 + 2') == '4'
         assert not first.manager.has_kernel and not connection.exists()
-        assert batch._kept_kernels == {second} and len(batch._exit_handler) == 1
-        batch._exit_handler[0]()  # what the process's end runs
-        assert not second.alive() and batch._kept_kernels == set()
+        assert worker._kept_kernels == {second} and len(worker._exit_handler) == 1
+        assert second.peak_memory() > 2**20  # a live Python process holds more than a MiB
+        worker._exit_handler[0]()  # what the process's end runs
+        assert not second.alive() and worker._kept_kernels == set()
     finally:
         for kernel in (first, second):
             if kernel is not None: kernel.shutdown()
@@ -445,3 +452,38 @@ def test_ctrl_c_stops_a_batch_on_a_cluster_and_keeps_what_finished(tmp_path, rea
             while any(client.processing().values()) and time.monotonic() < deadline: time.sleep(0.5)
             assert not any(client.processing().values()) and client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)) == 0
     summary_keeps_what_finished(tmp_path/'out')
+
+
+def settings_rows(results: dict) -> list[dict]:
+    "Summary rows made up from {(lr, batch_size): ([validation by seed], [test by seed])}."
+    return [{'run': f'r{i}{seed}', 'lr': lr, 'batch_size': bs, 'seed': seed, 'status': 'done',
+             'val_accuracy': val[seed], 'test_accuracy': test[seed]}
+            for i, ((lr, bs), (val, test)) in enumerate(results.items()) for seed in range(len(val))]
+
+
+def test_two_parameters_varying_choose_the_runs_with_both_values():
+    "A setting's runs are those with every one of its values: with `any`, the runs sharing one value would dilute its test accuracy."
+    rows = settings_rows({(0.01, 64): ([0.90, 0.91], [0.88, 0.90]), (0.01, 32): ([0.80, 0.82], [0.70, 0.70]),
+                          (0.001, 64): ([0.78, 0.80], [0.69, 0.69]), (0.001, 32): ([0.60, 0.62], [0.60, 0.60])})
+    table = compare_settings(rows)
+    assert [(s['setting'], s['runs']) for s in table] == [('batch_size=64, lr=0.01', 2), ('batch_size=32, lr=0.01', 2),
+                                                          ('batch_size=64, lr=0.001', 2), ('batch_size=32, lr=0.001', 2)]
+    assert choose(table, rows)['test_mean'] == pytest.approx(0.89)  # not 0.76, the mean of every run sharing a value with it
+    assert report(table, rows) == [
+        '8 of 8 runs finished; 4 settings compared on validation accuracy',
+        'chosen: batch_size=64, lr=0.01, validation accuracy 0.9050 ± 0.0071 over 2 runs',
+        'ahead of the next (batch_size=32, lr=0.01) by 0.0950, 6.7 times the spread between seeds',
+        'final estimate, the test split read once for the chosen setting: 0.8900']
+
+
+@pytest.mark.parametrize('val, second_line', [
+    ({0.01: [0.81, 0.81], 0.001: [0.72, 0.72]},
+     'ahead of the next (batch_size=64, lr=0.001) by 0.0900, with a spread of 0 between seeds (they agreed exactly): chance not measured'),
+    ({0.01: [0.81], 0.001: [0.72]}, 'ahead of the next (batch_size=64, lr=0.001) by 0.0900, with no second seed to measure chance by'),
+    ({0.01: [0.80, 0.82], 0.001: [0.72, 0.72]}, 'ahead of the next (batch_size=64, lr=0.001) by 0.0900, 6.4 times the spread between seeds'),
+])
+def test_the_report_tells_a_spread_of_zero_from_no_second_seed(val, second_line):
+    rows = settings_rows({(lr, 64): (v, [0.7] * len(v)) for lr, v in val.items()})
+    rows += [{**r, 'batch_size': 32, 'run': r['run'] + 'b', 'val_accuracy': 0.5} for r in rows]  # a second parameter varies
+    lines = report(compare_settings(rows), rows)
+    assert lines[2] == second_line and lines[3] == 'final estimate, the test split read once for the chosen setting: 0.7000', lines

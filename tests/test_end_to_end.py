@@ -356,9 +356,9 @@ def test_a_string_parameter_reaches_the_notebook_as_a_literal(tmp_path):
 
 def test_a_kept_kernel_gives_each_run_a_fresh_state(tmp_path, real_data_available):
     "Batch workers reuse one kernel: a run after another in it gives what it gives in a new kernel, number for number."
-    from fashion_nb.run import WarmKernel
+    from fashion_nb.worker import KeptKernel
     common = {'epochs': 1, 'limit': 1000, 'threads': 1, 'quiet': True}
-    kernel = WarmKernel()
+    kernel = KeptKernel()
     try:
         assert kernel.evaluate("[name for name in ('torch', 'sklearn', 'gc') if name in globals()]") == '[]'  # imported, not named
         first = run_end_to_end(tmp_path/'first', {**common, 'seed': 1, 'lr': 0.03, 'deterministic': True}, progress=False, kernel=kernel)

@@ -16,8 +16,9 @@ from fashion_nb.core import project_root
 
 ROOT = project_root()
 NOTEBOOKS = sorted((ROOT/'nbs').glob('[!_]*.ipynb'))
-TUTORIAL = ['00_data', '01_model', '02_training', '03_inference', '04_confusion', '05_end_to_end']
-ENGINEERING = ('core', 'run', 'batch', 'engine', 'fast_network', 'fused', 'cli')  # lessons never import these
+TUTORIAL = ['00_data', '01_model', '02_training', '03_inference', '04_confusion', '05_end_to_end', '06_beyond']
+ENGINEERING = ('core', 'run', 'batch', 'grid', 'resume', 'sizing', 'worker', 'cluster', 'report', 'engine',
+               'fast_network', 'fused', 'cli')  # lessons never import these
 MAX_LINE = 100  # characters in a line of visible code
 SHOW_DOC_MARKUP = '{target="_blank"'  # what show_doc writes; Jupyter and GitHub show it as raw text
 ALWAYS_THERE = set(dir(builtins)) | {'__name__', '__file__', 'display', 'get_ipython'}  # names no cell defines
