@@ -84,7 +84,7 @@ def show_feature_maps(maps: torch.Tensor,  # (C, H, W) or (1, C, H, W): one imag
 # %% ../nbs/03_inference.ipynb #9c85b787
 def get_all_preds(model: nn.Module,
                   split: FashionSplit,  # the images to score
-                  batch_size: int = 2000,  # images scored at once
+                  batch_size: int = 500,  # images scored at once
                   device: str | torch.device | None = None,  # default: wherever the model is
                  ) -> torch.Tensor:
     "The model's scores (logits) for every image of `split`, as one (N, 10) tensor on the CPU."
