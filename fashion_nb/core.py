@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import threading
 from pathlib import Path
 
 # %% auto #0
@@ -73,51 +72,16 @@ def save_figure(fig, path: Path | str, dpi: int = 110) -> Path:
     return Path(path)
 
 # %% ../nbs/10_core.ipynb #9bb90603
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # from glibc's malloc.h
-
-def _mallopt():
-    "glibc's `mallopt`, or None where the C library is not glibc."
+def keep_freed_memory() -> bool:
+    "Have glibc's malloc keep freed memory for reuse rather than hand it back to the OS; False where that is not glibc."
     try: glibc = os.confstr('CS_GNU_LIBC_VERSION')  # 'glibc 2.36'; absent on macOS and musl
     except (ValueError, OSError): glibc = None
-    if not glibc: return None
+    if not glibc: return False
     import ctypes
-    return ctypes.CDLL(None).mallopt
-
-def _threshold_at_start(name: str) -> int:
-    "A malloc threshold as this process's environment set it (`GLIBC_TUNABLES`, else `MALLOC_..._`), else glibc's default."
-    value = os.environ.get(f"MALLOC_{name.upper()}_")
-    for tunable in os.environ.get('GLIBC_TUNABLES', '').split(':'):
-        key, _, setting = tunable.partition('=')
-        if key == f'glibc.malloc.{name}': value = setting
-    with contextlib.suppress(TypeError, ValueError): return int(value, 0)
-    return 128 * 2**10
-
-class keep_freed_memory:
-    "Have glibc's malloc keep freed memory for reuse, not hand it back to the OS, until the `with` block ends; false where not glibc."
-    _holders, _lock = 0, threading.Lock()  # blocks open now, in every thread: the last one to end gives the thresholds back
-
-    def __init__(self):
-        mallopt = _mallopt()
-        with self._lock:
-            # 32 MB is the largest mmap threshold glibc accepts on 64-bit machines
-            self.kept = mallopt is not None and bool(mallopt(_M_MMAP_THRESHOLD, 32 * 2**20)) \
-                        and bool(mallopt(_M_TRIM_THRESHOLD, 256 * 2**20))
-            if self.kept: keep_freed_memory._holders += 1
-
-    def __bool__(self): return self.kept
-    def __enter__(self): return self
-    def __exit__(self, *exc): self.restore()
-
-    def restore(self):
-        "Set malloc's thresholds back to those the process started with, unless another holder still keeps memory."
-        with self._lock:
-            if not self.kept: return
-            self.kept = False
-            keep_freed_memory._holders -= 1
-            if keep_freed_memory._holders: return
-            mallopt = _mallopt()
-            mallopt(_M_MMAP_THRESHOLD, _threshold_at_start('mmap_threshold'))
-            mallopt(_M_TRIM_THRESHOLD, _threshold_at_start('trim_threshold'))
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # from glibc's malloc.h
+    mallopt = ctypes.CDLL(None).mallopt
+    # 32 MB is the largest mmap threshold glibc accepts on 64-bit machines; setting either turns off its own adjusting
+    return bool(mallopt(M_MMAP_THRESHOLD, 32 * 2**20)) and bool(mallopt(M_TRIM_THRESHOLD, 256 * 2**20))
 
 # %% ../nbs/10_core.ipynb #7064fa3a
 def checkout_root() -> Path | None:
