@@ -80,9 +80,10 @@ def check_params(epochs: int,  # passes over the training images, at least 1
         if not isinstance(value, bool): raise ParamError(f"{name} must be True or False, got {value!r}")
     for name, value, allowed in (('model', model, MODELS), ('schedule', schedule, SCHEDULES)):
         if value not in allowed: raise ParamError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
-    for name, value, top in (('weight_decay', weight_decay, math.inf), ('label_smoothing', label_smoothing, 1)):
+    for name, value, top, words in (('weight_decay', weight_decay, math.inf, 'from 0 up'),
+                                    ('label_smoothing', label_smoothing, 1, 'from 0 up to (not including) 1')):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < top:
-            raise ParamError(f"{name} must be a number from 0{' up to (not including) ' + str(top) if top < math.inf else ' up'}, got {value!r}")
+            raise ParamError(f"{name} must be a number {words}, got {value!r}")
     from fashion_nb.engine import pick_device  # here, not at the top: a batch's workers need no torch of their own
     try: resolved = pick_device(device)
     except DeviceError as e: raise ParamError(f"device: {e}") from None

@@ -13,12 +13,12 @@ import nbformat
 import pytest
 
 from fashion_nb.core import project_root
+from test_layers import ENGINE, package_imports  # the layers' one list of engine modules, and its import scan
 
 ROOT = project_root()
 NOTEBOOKS = sorted((ROOT/'nbs').glob('[!_]*.ipynb'))
 TUTORIAL = ['00_data', '01_model', '02_training', '03_inference', '04_confusion', '05_end_to_end', '06_beyond']
-ENGINEERING = ('core', 'run', 'batch', 'grid', 'resume', 'sizing', 'worker', 'cluster', 'report', 'engine',
-               'fast_network', 'fused', 'cli')  # lessons never import these
+ENGINEERING = ENGINE | {'core'}  # what a tutorial page's first import cell must not import
 MAX_LINE = 100  # characters in a line of visible code
 SHOW_DOC_MARKUP = '{target="_blank"'  # what show_doc writes; Jupyter and GitHub show it as raw text
 ALWAYS_THERE = set(dir(builtins)) | {'__name__', '__file__', 'display', 'get_ipython'}  # names no cell defines
@@ -123,28 +123,16 @@ def unbound_names(nb) -> list[str]:
                     for name, i in sorted(first_use.items(), key=lambda kv: (kv[1], kv[0]))]
 
 
-def fashion_nb_imports(tree: ast.AST) -> set[str]:
-    "The fashion_nb modules a piece of code imports from (`fashion_nb.data`, ...)."
-    modules = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import): modules |= {a.name for a in node.names if a.name.split('.')[0] == 'fashion_nb'}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module == 'fashion_nb':
-            modules |= {f'fashion_nb.{a.name}' for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or '').startswith('fashion_nb.'):
-            modules.add(node.module)
-    return modules
-
-
 def engineering_imports(nb) -> list[str]:
     "No engineering import in a tutorial page's first cell: the first visible cell after `#| default_exp` to import fashion_nb."
     start = next((i for i, c in enumerate(nb.cells) if re.search(r'^#\|\s*default_exp\b', c.source, re.M)), -1)
     for i, source in visible_code(nb):
         if i <= start: continue
-        try: modules = fashion_nb_imports(ast.parse(python_of(source)))
+        try: modules = package_imports(python_of(source))
         except SyntaxError: continue  # unbound_names reports it
         if modules:
-            return [f"cell {i}: the first import cell imports the engineering module {m}" for m in sorted(modules)
-                    if m.partition('.')[2].split('.')[0] in ENGINEERING]
+            return [f"cell {i}: the first import cell imports the engineering module fashion_nb.{m}"
+                    for m in sorted(modules & ENGINEERING)]
     return []
 
 
