@@ -3,12 +3,13 @@ SHELL := /bin/bash
 BIN := .venv/bin
 DEMO_OUT := runs/demo
 
-.PHONY: help setup demo pages test test-slow lab export bench bench-batch bench-gpu docs
+.PHONY: help setup demo pages beyond test test-slow lab export bench bench-batch bench-gpu docs
 
 help:
 	@echo "make demo   - train at the tutorial's settings on the real data (papermill) into $(DEMO_OUT)/"
 	@echo "make test   - nbdev-test over every notebook, then pytest"
 	@echo "make pages  - make demo, then regenerate every output the docs pages show (a few minutes)"
+	@echo "make beyond - the sweep of the 'Beyond the tutorial' page, its results and the page (~80 minutes on 2 cores)"
 	@echo "make lab    - open the notebooks in JupyterLab"
 	@echo "make docs   - the docs site with Quarto (nbdev-docs), else an HTML preview in _docs_preview/"
 	@echo "make bench  - time the tutorial's loop against fashion_nb's (11 seeds, ~12 minutes on 2 cores)"
@@ -31,6 +32,14 @@ pages: demo
 	$(BIN)/nbdev-clean
 	$(BIN)/python scripts/package_notebook.py
 	$(BIN)/python scripts/readme_from_index.py
+
+# The ablation of nbs/06_beyond.ipynb (sweeps/beyond.yaml, three seeds a setting) through fashion-nb batch, the chosen
+# setting once more for ten minutes, the results that page reads (nbs/results/beyond/), then the page's outputs.
+# Finished runs are kept in runs/beyond*/: run again after an interruption, it runs only the rest.
+beyond: setup
+	$(BIN)/python scripts/beyond.py
+	$(BIN)/python scripts/refresh_pages.py nbs/06_beyond.ipynb
+	$(BIN)/nbdev-clean --fname nbs/06_beyond.ipynb
 
 # The fused kernels' page checks the kernels against PyTorch's operations. Where none can be built (no C compiler, not
 # Linux, FASHION_NB_FUSED=0), training runs PyTorch's operations, which every other page checks, and that page is skipped

@@ -19,15 +19,15 @@ from pathlib import Path
 
 from .cluster import cluster_executor, cluster_security, receive_run, run_on_worker
 from .core import FashionNBError, clear_stale_temporaries
-from .grid import check_grid, expand_grid, parse_grid, sample_grid
+from .grid import check_grid, expand_grids, merge_grids, parse_grid, sample_grid
 from .report import compare_settings, report, write_conclusions, write_summary
 from .resume import failed_row, reason_to_run, run_row, skipped_row
-from .run import ParamError, callers_folder
+from .run import ParamError, _declared_defaults, callers_folder
 from .sizing import default_workers, threads_per_run, worker_gpus
 from .worker import local_pool, run_one
 
 # %% auto #0
-__all__ = ['DEFAULT_VAL_SIZE', 'BatchOptions', 'run_batch', 'BatchInterrupted', 'batch_main']
+__all__ = ['DEFAULT_VAL_SIZE', 'BatchOptions', 'planned_runs', 'run_batch', 'BatchInterrupted', 'batch_main']
 
 # %% ../nbs/13_batch.ipynb #70052aae
 DEFAULT_VAL_SIZE = 10000  # training images a batch puts aside for validation unless its grid says otherwise
@@ -48,21 +48,40 @@ class BatchOptions:
     def __post_init__(self):
         if self.workers is not None and self.workers < 1: raise ParamError(f"workers must be at least 1, got {self.workers}")
 
-def run_batch(grid: dict[str, list],  # parameter name to its list of values (or ranges, with `sample`)
+def _completed(grid: dict[str, list]) -> dict[str, list]:
+    "The grid with the batch's default validation split, and its data folder made absolute."
+    grid = {**grid, 'val_size': grid.get('val_size', [DEFAULT_VAL_SIZE])}
+    if 'data_dir' in grid:  # resolved here, not by each run: the runs' fingerprints and names hold the absolute folder
+        grid['data_dir'] = [callers_folder(d) for d in grid['data_dir']]
+    return grid
+
+def planned_runs(grid: dict[str, list] | list[dict[str, list]],  # as `run_batch` takes it
+                 notebook: Path | str | None = None,  # default: the project's end-to-end notebook
+                 sample: int | None = None,  # draw this many combinations, not all of them
+                 sample_seed: int = 0,  # seeds the draw and the order of the runs
+                ) -> tuple[list[dict], dict[str, list]]:
+    "The runs, checked, in the (seeded, shuffled) order they run; and one grid with every value, which sizes the workers."
+    grids = [_completed(g) for g in ([grid] if isinstance(grid, dict) else grid)]
+    if not grids: raise ParamError("no settings to run: the list of grids is empty")
+    if sample is not None and len(grids) > 1: raise ParamError("--sample draws from one grid; the parameter file lists several")
+    for g in grids: check_grid(g, notebook)
+    if len(grids) > 1:  # a setting silent on a name another sets runs the notebook's default: its rows say so
+        defaults, names = _declared_defaults(notebook), {n for g in grids for n in g}
+        grids = [{**{n: [defaults[n]] for n in sorted(names - set(g))}, **g} for g in grids]
+    runs = sample_grid(grids[0], sample, sample_seed) if sample is not None else expand_grids(grids)
+    random.Random(sample_seed).shuffle(runs)
+    return runs, merge_grids(grids)
+
+def run_batch(grid: dict[str, list] | list[dict[str, list]],  # parameter name to its values (or ranges, with `sample`); or a list of such grids
               out: Path | str,  # the batch folder
               options: BatchOptions | None = None,  # how the runs run; default `BatchOptions()`
               sample: int | None = None,  # run this many combinations drawn from the grid, not all of them
               sample_seed: int = 0,  # seeds the draw and the order of the runs
               **fields,  # `BatchOptions` fields, given one by one: `workers=2, progress=False`
              ) -> list[dict]:  # the summary rows, a row a run, in the order of their names
-    "Run the end-to-end notebook for every combination of `grid`; write the summaries and figures to `out`; return the summary rows."
+    "Run the end-to-end notebook for every combination of `grid` (of each grid, for a list); write the summaries and figures to `out`; return the summary rows."
     options = dataclasses.replace(options or BatchOptions(), **fields)
-    grid = {**grid, 'val_size': grid.get('val_size', [DEFAULT_VAL_SIZE])}
-    if 'data_dir' in grid:  # resolved here, not by each run: the runs' fingerprints and names hold the absolute folder
-        grid['data_dir'] = [callers_folder(d) for d in grid['data_dir']]
-    check_grid(grid, options.notebook)
-    runs = sample_grid(grid, sample, sample_seed) if sample is not None else expand_grid(grid)
-    random.Random(sample_seed).shuffle(runs)
+    runs, grid = planned_runs(grid, options.notebook, sample, sample_seed)
     out = Path(out).resolve()
     try: out.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     batch = commands.add_parser('batch', help='run the end-to-end notebook once per combination of a parameter grid')
     batch.add_argument('-p', '--parameter', nargs=2, action='append', default=[], metavar=('NAME', 'VALUES'),
                        help='a notebook parameter and its comma-separated values (repeatable)')
-    batch.add_argument('-f', '--file', help='a YAML file of parameters, each a value or a list of values')
+    batch.add_argument('-f', '--file', help='a YAML file of parameters, each a value or a list of values; or a list of such settings, each run in turn (an ablation)')
     batch.add_argument('--out', required=True, help='the batch folder, relative to the current folder: a subfolder a run, then summary.csv, settings.csv, '
                        'report.md, summary.png and, when the runs have a validation split, curves.png')
     batch.add_argument('--workers', type=int, default=None, help='runs at once on this machine '

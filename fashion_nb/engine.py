@@ -115,10 +115,14 @@ def evaluate(model: nn.Module,
     return {'loss': loss / len(split), 'accuracy': correct / len(split), 'correct': int(correct), 'images': len(split)}
 
 # %% ../nbs/11b_engine.ipynb #7341d336
-def adam(params, lr: float = 0.01) -> optim.Optimizer:
-    "The tutorial's optimizer, Adam, fused into one kernel where the weights' device allows it."
+def adam(params, lr: float = 0.01,
+         weight_decay: float = 0.0,  # more than 0: AdamW, which shrinks every weight by lr × weight_decay a step
+        ) -> optim.Optimizer:
+    "The tutorial's optimizer, Adam (AdamW with `weight_decay`), fused into one kernel where the weights' device allows it."
     params = list(params)
-    return optim.Adam(params, lr=lr, fused=params[0].device.type in ('cpu', 'cuda'))
+    fused = params[0].device.type in ('cpu', 'cuda')
+    if weight_decay: return optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused)
+    return optim.Adam(params, lr=lr, fused=fused)
 
 def fit(model: nn.Module,
         train: FashionSplit,  # the images to learn from

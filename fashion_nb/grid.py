@@ -17,7 +17,8 @@ from pathlib import Path
 from .run import ParamError, check_names, parse_value
 
 # %% auto #0
-__all__ = ['Range', 'parse_range', 'parse_grid', 'params_key', 'expand_grid', 'sample_grid', 'check_grid']
+__all__ = ['Range', 'parse_range', 'parse_grid', 'params_key', 'expand_grid', 'expand_grids', 'merge_grids', 'sample_grid',
+           'check_grid']
 
 # %% ../nbs/13a_grid.ipynb #0908512a
 _RANGE_TYPES = {'log': float, 'uniform': float, 'int': int}
@@ -52,23 +53,32 @@ def parse_range(text: str) -> Range | None:
         raise ParamError(f"range {text!r}: LOW must be below HIGH{' and above 0' if kind == 'log' else ''}")
     return Range(kind, low, high)
 
+def _as_grid(loaded: dict, value) -> dict[str, list]:
+    return {str(k): [value(x) for x in (v if isinstance(v, list) else [v])] for k, v in loaded.items()}
+
 def parse_grid(pairs: list[tuple[str, str]] = (),  # (name, 'v1,v2,...') pairs from the command line
-               yaml_file: Path | str | None = None,  # a YAML mapping of name to a value or a list of values
-              ) -> dict[str, list]:
-    "The grid as a mapping of parameter name to the list of its values (and ranges)."
+               yaml_file: Path | str | None = None,  # a YAML mapping of name to a value or a list of values, or a list of them
+              ) -> dict[str, list] | list[dict[str, list]]:
+    "The grid as a mapping of parameter name to the list of its values (and ranges); from a file holding a list of mappings, a list of grids, each given `pairs`."
     def value(v): return (parse_range(v) or v) if isinstance(v, str) else v
-    grid = {}
+    grids = [{}]
     if yaml_file:
         import yaml
-        try: loaded = yaml.safe_load(Path(yaml_file).read_text()) or {}
+        try: loaded = yaml.safe_load(Path(yaml_file).read_text())
         except (OSError, yaml.YAMLError) as e:
             raise ParamError(f"{yaml_file}: cannot read the parameter file ({type(e).__name__}); check the path and its YAML") from None
-        if not isinstance(loaded, dict): raise ParamError(f"{yaml_file}: must be a mapping of parameter names to values")
-        grid.update({str(k): [value(x) for x in (v if isinstance(v, list) else [v])] for k, v in loaded.items()})
-    for name, values in pairs: grid[name] = [value(parse_value(v)) for v in values.split(',')]
-    for name, values in grid.items():
-        if not values: raise ParamError(f"parameter {name!r} has no values")
-    return grid
+        if loaded is None: loaded = {}  # an empty file: no parameters
+        several = isinstance(loaded, list)
+        if several and not loaded: raise ParamError(f"{yaml_file}: the list of settings is empty")
+        if not all(isinstance(g, dict) for g in (loaded if several else [loaded])):
+            raise ParamError(f"{yaml_file}: must be a mapping of parameter names to values, or a list of such mappings")
+        grids = [_as_grid(g, value) for g in (loaded if several else [loaded])]
+    for name, values in pairs:
+        for grid in grids: grid[name] = [value(parse_value(v)) for v in values.split(',')]
+    for grid in grids:
+        for name, values in grid.items():
+            if not values: raise ParamError(f"parameter {name!r} has no values")
+    return grids if yaml_file and several else grids[0]
 
 def params_key(params: dict) -> str:
     "A run's exact parameters as text, to tell runs apart: 1, 1.0, True and '1' differ, 0.01 and 1e-2 do not."
@@ -86,6 +96,17 @@ def expand_grid(grid: dict[str, list]) -> list[dict]:
     if drawn: raise ParamError(f"{', '.join(drawn)}: a range is drawn from, not listed; add --sample N to draw N runs")
     names = list(grid)
     return _distinct(dict(zip(names, combination)) for combination in itertools.product(*(grid[n] for n in names)))
+
+def expand_grids(grids: list[dict[str, list]]) -> list[dict]:
+    "Every distinct combination of each grid's values, grid after grid: the runs of an ablation, where each setting changes a few values."
+    return _distinct(run for grid in grids for run in expand_grid(grid))
+
+def merge_grids(grids: list[dict[str, list]]) -> dict[str, list]:
+    "One mapping with every value any of `grids` gives each name: what sizes the batch's workers."
+    merged = {}
+    for grid in grids:
+        for name, values in grid.items(): merged.setdefault(name, []).extend(v for v in values if v not in merged[name])
+    return merged
 
 def sample_grid(grid: dict[str, list],  # values and ranges
                 n: int,  # how many runs

@@ -21,7 +21,7 @@ __all__ = ['finished_rows', 'compare_settings', 'setting_parameters', 'runs_of',
            'write_settings', 'read_summary', 'plot_settings', 'plot_curves', 'write_conclusions']
 
 # %% ../nbs/13f_report.ipynb #f6a0c006
-_SETTING_COLUMNS = ('rank', 'setting', 'runs', 'val_mean', 'val_std')
+_SETTING_COLUMNS = ('rank', 'setting', 'runs', 'val_mean', 'val_std', 'test_mean')  # test_mean: what `choose` adds
 
 def finished_rows(rows: list[dict]) -> list[dict]:
     "The summary rows of runs that finished, in this call or an earlier one."
