@@ -8,7 +8,9 @@ Docs: https://fashion-nb.github.io/fashion_nb/cli.html.md"""
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from .batch import BatchInterrupted, batch_main
@@ -19,6 +21,9 @@ from .run import parse_value, run_end_to_end
 __all__ = ['main']
 
 # %% ../nbs/14_cli.ipynb #a62c9a67
+def _stop_as_ctrl_c(signum, frame):
+    raise KeyboardInterrupt  # `kill`, or a job scheduler's time limit: stop the runs and keep what finished, as Ctrl-C does
+
 def main(argv: list[str] | None = None) -> int:
     "`fashion-nb run ...` runs the end-to-end notebook once; `fashion-nb batch ...` runs it over a grid."
     parser = argparse.ArgumentParser(prog='fashion-nb', description='Run the fashion_nb tutorial notebook with papermill.')
@@ -52,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
                          help='seconds to wait for the kernel to start (default: 60)')
         sub.add_argument('--no-progress', action='store_true', help='hide the progress bar')
     args = parser.parse_args(argv)
+    on_main_thread = threading.current_thread() is threading.main_thread()  # where Python lets a handler be set
+    previous = signal.signal(signal.SIGTERM, _stop_as_ctrl_c) if on_main_thread else None
     try:
         if args.command == 'batch':
             return batch_main(args)
@@ -67,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     except FashionNBError as e:
         print(f"fashion-nb: {e}", file=sys.stderr)
         return 1
+    finally:
+        if on_main_thread: signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
     out = Path(args.out)
     print(f"test accuracy {metrics['test_accuracy']:.4f}, final-epoch train accuracy {metrics['history'][-1]['accuracy']:.4f} "
           f"({metrics['params']['epochs']} epoch{'s' * (metrics['params']['epochs'] != 1)} on {metrics['train_images']:,} images, {metrics['seconds']['total']:.0f} s)")

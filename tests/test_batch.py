@@ -375,8 +375,9 @@ def test_duplicates_run_once_and_a_long_value_fails_only_its_run(tmp_path, real_
 SIX_RUNS = ['-p', 'seed', '0,1,2,3,4,5', '-p', 'limit', '3000', '-p', 'epochs', '1', '-p', 'val_size', '100']  # a few seconds each
 
 
-def interrupted_batch(arguments: list, out: Path) -> str:
-    "Start `fashion-nb batch`, send SIGINT to its process group (as Ctrl-C in a terminal) once a run has finished; its stderr."
+def interrupted_batch(arguments: list, out: Path, terminate: bool = False) -> str:
+    """Start `fashion-nb batch`, send SIGINT to its process group (as Ctrl-C in a terminal) once a run has finished; its stderr.
+    With `terminate`, SIGTERM to the batch's own process instead (as `kill PID`, or a job scheduler's time limit)."""
     command = [Path(sys.executable).parent/'fashion-nb', 'batch', *SIX_RUNS, *arguments, '--no-progress', '--out', out]
     # a job started in the background without job control inherits SIGINT ignored, and Python then keeps ignoring it
     batch = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
@@ -387,7 +388,8 @@ def interrupted_batch(arguments: list, out: Path) -> str:
             assert batch.poll() is None and time.monotonic() < deadline, 'the first run did not finish'
             time.sleep(0.1)
         time.sleep(0.5)  # the batch collects the row; the next run starts
-        os.killpg(batch.pid, signal.SIGINT)
+        if terminate: os.kill(batch.pid, signal.SIGTERM)
+        else: os.killpg(batch.pid, signal.SIGINT)
         _, err = batch.communicate(timeout=60)
     finally:
         if batch.poll() is None: os.killpg(batch.pid, signal.SIGKILL); batch.wait()
@@ -409,6 +411,16 @@ def test_ctrl_c_stops_the_batch_and_keeps_what_finished(tmp_path, real_data_avai
     time.sleep(3)  # no worker goes on to start another run
     assert len([p for p in (tmp_path/'out').iterdir() if p.is_dir()]) == len(folders) <= 2
     summary_keeps_what_finished(tmp_path/'out')
+
+
+def test_sigterm_stops_the_batch_and_its_workers(tmp_path, real_data_available):
+    "`kill PID` of the batch alone: its worker and the running kernel stop too, no run starts after, the summary is written."
+    out = tmp_path/'out'
+    interrupted_batch(['--workers', '1'], out, terminate=True)
+    folders = [p for p in out.iterdir() if p.is_dir()]
+    time.sleep(3)  # a worker left behind would start the next run here
+    assert len([p for p in out.iterdir() if p.is_dir()]) == len(folders) <= 2
+    summary_keeps_what_finished(out)
 
 
 def test_a_worker_lost_midway_fails_only_its_run_on_a_cluster(tmp_path, real_data_available, monkeypatch):
