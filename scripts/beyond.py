@@ -14,9 +14,10 @@
 import argparse
 import json
 import shutil
+import signal
 from pathlib import Path
 
-from fashion_nb.batch import run_batch
+from fashion_nb.batch import BatchInterrupted, run_batch
 from fashion_nb.core import atomic_path
 from fashion_nb.grid import parse_grid
 from fashion_nb.report import choose, compare_settings, report, runs_of
@@ -100,7 +101,12 @@ def main(long_epochs: int | None = None, pairs=(), out: Path = ROOT/'runs', resu
           f"models of seed 0: tutorial.pt, better.pt")
 
 
+def stop_as_ctrl_c(signum, frame):
+    raise KeyboardInterrupt  # `kill PID`: the batch stops its worker and kernel and keeps what finished, as on Ctrl-C
+
+
 if __name__ == '__main__':
+    signal.signal(signal.SIGTERM, stop_as_ctrl_c)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--long-epochs', type=int, default=None,
                         help='epochs of the long run of the chosen setting (default: as many as fit in ten minutes)')
@@ -109,4 +115,5 @@ if __name__ == '__main__':
     parser.add_argument('--out', type=Path, default=ROOT/'runs', help='where the batch folders go')
     parser.add_argument('--results', type=Path, default=RESULTS, help="where the page's results go")
     args = parser.parse_args()
-    main(args.long_epochs, [tuple(p) for p in args.p], args.out.resolve(), args.results)
+    try: main(args.long_epochs, [tuple(p) for p in args.p], args.out.resolve(), args.results)
+    except BatchInterrupted as e: raise SystemExit(f"beyond: {e}") from None
