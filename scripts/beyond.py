@@ -18,6 +18,7 @@ import signal
 from pathlib import Path
 
 from fashion_nb.batch import BatchInterrupted, run_batch
+from fashion_nb.cli import _stop_as_ctrl_c
 from fashion_nb.core import atomic_path
 from fashion_nb.grid import parse_grid
 from fashion_nb.report import choose, compare_settings, report, runs_of
@@ -51,7 +52,7 @@ def command_params(row: dict) -> dict:
     return {k: row[k] for k in names if row[k] != defaults[k]}
 
 
-def run_row(row: dict, step: int, change: str, with_test: bool) -> dict:
+def page_row(row: dict, step: int, change: str, with_test: bool) -> dict:
     "A run's row for the page: its setting, seed and measurements, with its test accuracy only when the page reads it."
     metrics = finished_metrics(run_folder(row))
     return {'step': step, 'change': change, **{k: row[k] for k in PARAMS}, 'seed': row['seed'],
@@ -84,8 +85,8 @@ def main(long_epochs: int | None = None, pairs=(), out: Path = ROOT/'runs', resu
     runs = []
     for r in sorted(rows, key=lambda r: (step(r), r['seed'])):
         i = step(r)
-        runs.append(run_row(r, i, labels[i], with_test=r['run'] in chosen_runs or r['model'] == 'tutorial'))
-    long_run = run_row(long_rows[0], len(settings), f"the chosen setting, epochs={long_epochs}", with_test=True)
+        runs.append(page_row(r, i, labels[i], with_test=r['run'] in chosen_runs or r['model'] == 'tutorial'))
+    long_run = page_row(long_rows[0], len(settings), f"the chosen setting, epochs={long_epochs}", with_test=True)
 
     results_dir.mkdir(parents=True, exist_ok=True)
     results = {'sweep': SWEEP.relative_to(ROOT).as_posix(), 'chosen_step': step(seed0), 'runs': runs, 'long_run': long_run,
@@ -101,12 +102,8 @@ def main(long_epochs: int | None = None, pairs=(), out: Path = ROOT/'runs', resu
           f"models of seed 0: tutorial.pt, better.pt")
 
 
-def stop_as_ctrl_c(signum, frame):
-    raise KeyboardInterrupt  # `kill PID`: the batch stops its worker and kernel and keeps what finished, as on Ctrl-C
-
-
 if __name__ == '__main__':
-    signal.signal(signal.SIGTERM, stop_as_ctrl_c)
+    signal.signal(signal.SIGTERM, _stop_as_ctrl_c)  # as `fashion-nb batch` does: kill PID stops the workers too
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--long-epochs', type=int, default=None,
                         help='epochs of the long run of the chosen setting (default: as many as fit in ten minutes)')
