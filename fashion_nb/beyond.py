@@ -11,8 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .data import FashionSplit
+from .inference import get_all_preds
+
 # %% auto #0
-__all__ = ['conv_block', 'BetterNetwork', 'shift_and_flip', 'one_cycle', 'averaged_scores', 'flip_averaged_scores',
+__all__ = ['conv_block', 'BetterNetwork', 'shift_and_flip', 'one_cycle', 'averaged_scores', 'split_scores',
            'expected_calibration_error', 'fit_temperature']
 
 # %% ../nbs/06_beyond.ipynb #5be03d8d
@@ -74,12 +77,15 @@ def averaged_scores(*logits: torch.Tensor) -> torch.Tensor:
     "Log of the mean of the class probabilities that each of `logits` gives."
     return torch.stack([scores.softmax(dim=1) for scores in logits]).mean(dim=0).log()
 
-def flip_averaged_scores(model: nn.Module,
-                         images: torch.Tensor,  # (N, 1, 28, 28) batch
-                        ) -> torch.Tensor:
-    "Scores averaged over each picture and its mirror image: `averaged_scores` of both."
-    model.eval()
-    with torch.no_grad(): return averaged_scores(model(images), model(images.flip(-1)))
+def split_scores(model: nn.Module,
+                 split: FashionSplit,  # the pictures to score
+                 flips: bool = False,  # also score each picture's mirror image
+                ) -> torch.Tensor:
+    "`model`'s scores for every picture of `split`; with `flips`, averaged with its mirror image's."
+    logits = get_all_preds(model, split)
+    if not flips: return logits
+    mirrored = FashionSplit(split.images.flip(-1), split.labels, split.name, split.classes)
+    return averaged_scores(logits, get_all_preds(model, mirrored))
 
 # %% ../nbs/06_beyond.ipynb #0cb00de0
 def expected_calibration_error(logits: torch.Tensor,  # (N, C) scores, one row per picture

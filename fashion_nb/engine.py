@@ -10,6 +10,7 @@ from __future__ import annotations
 import platform
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +26,8 @@ from .model import Network
 from .training import seed_everything
 
 # %% auto #0
-__all__ = ['pick_device', 'train_epoch', 'evaluate', 'adam', 'fit', 'library_versions', 'save_checkpoint', 'load_checkpoint',
-           'load_or_fit', 'describe_model']
+__all__ = ['PRECISIONS', 'pick_device', 'train_epoch', 'evaluate', 'adam', 'fit', 'library_versions', 'save_checkpoint',
+           'load_checkpoint', 'load_or_fit', 'describe_model']
 
 # %% ../nbs/11b_engine.ipynb #cb0a7501
 def pick_device(device: str | torch.device = 'auto',  # 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'
@@ -73,6 +74,7 @@ def train_epoch(model: nn.Module,
                 check_every: int = 50,  # batches between reads of the running sums
                 augment=None,  # (images) -> images, applied to each batch on the device (06_beyond)
                 scheduler=None,  # stepped after every batch (e.g. one-cycle); None: the rate stays
+                autocast_dtype: torch.dtype | None = None,  # torch.bfloat16: the forward pass in mixed precision
                ) -> dict:
     "Train `model` once over `batches`; return the summed loss, the number correct and the number of images."
     model.train()
@@ -82,8 +84,9 @@ def train_epoch(model: nn.Module,
     batches_done = images_seen = shown = 0
     for batches_done, (images, labels) in enumerate(batches, 1):
         if augment is not None: images = augment(images)
-        preds = model(images)
-        loss = loss_func(preds, labels)
+        with torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+            preds = model(images)
+        loss = loss_func(preds.float(), labels)  # the loss in float32, whatever the forward pass ran in
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -124,6 +127,21 @@ def adam(params, lr: float = 0.01,
     if weight_decay: return optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused)
     return optim.Adam(params, lr=lr, fused=fused)
 
+PRECISIONS = ('float32', 'bfloat16')
+
+def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    "The dtype `torch.autocast` runs the forward pass in for `precision` on `device`; None for float32."
+    if precision not in PRECISIONS: raise ValueError(f"precision must be 'float32' or 'bfloat16', got {precision!r}")
+    if precision == 'float32': return None
+    if device.type not in ('cpu', 'cuda'):
+        raise DeviceError(f"precision 'bfloat16' runs on a CPU or a CUDA GPU, not on {device.type}; use 'float32'")
+    if device.type == 'cuda' and not torch.cuda.is_bf16_supported():
+        raise DeviceError(f"precision 'bfloat16' asked for, but {torch.cuda.get_device_name(device)} lacks it; use 'float32'")
+    if device.type == 'cpu' and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        warnings.warn("this CPU has no bfloat16 instructions (AVX-512 BF16 or AMX): precision 'bfloat16' runs slower "
+                      "here than 'float32'", stacklevel=3)
+    return torch.bfloat16
+
 def fit(model: nn.Module,
         train: FashionSplit,  # the images to learn from
         epochs: int = 5,  # passes over `train`
@@ -137,12 +155,14 @@ def fit(model: nn.Module,
         valid: FashionSplit | None = None,  # held-out images measured after every epoch
         augment=None,  # (images) -> images, applied to each training batch on the device (06_beyond)
         schedule=None,  # (optimizer, total_steps) -> a scheduler stepped after every batch
+        precision: str = 'float32',  # or 'bfloat16': the forward pass in mixed precision; weights stay float32
        ) -> list[dict]:
     "Train `model` on `train`, fast: the lesson's `fit` with the data on the device; return one record per epoch."
     if epochs < 1: raise ValueError(f"epochs must be at least 1, got {epochs}")
     if batch_size < 1: raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if not lr > 0: raise ValueError(f"lr must be positive, got {lr}")
     dev = pick_device(device)
+    autocast_dtype = _autocast_dtype(precision, dev)
     model.to(dev, memory_format=torch.channels_last)  # channels-last: the layout the CPU's convolution library (oneDNN) runs fastest in
     data = train.to(dev)
     held_out = valid.to(dev) if valid is not None else None
@@ -156,7 +176,8 @@ def fit(model: nn.Module,
         with tqdm(total=n_batches, desc=f"epoch {epoch}/{epochs}", disable=quiet, file=sys.stderr,
                   mininterval=0.5, leave=True) as bar:
             stats = train_epoch(model, data.batches(batch_size, shuffle=True, generator=generator),
-                                optimizer, loss_func, epoch, bar, augment=augment, scheduler=scheduler)
+                                optimizer, loss_func, epoch, bar, augment=augment, scheduler=scheduler,
+                                autocast_dtype=autocast_dtype)
             record = {'epoch': epoch, 'total_loss': stats['total_loss'], 'mean_loss': stats['total_loss'] / stats['batches'],
                       'correct': stats['correct'], 'accuracy': stats['correct'] / stats['images']}
             if held_out is not None:

@@ -296,6 +296,7 @@ def fused_layer(conv: nn.Conv2d, t: torch.Tensor) -> type[torch.autograd.Functio
         return None
     # torch.func's transforms (grad, vmap) take only autograd Functions written for them, with a setup_context
     if torch._C._are_functorch_transforms_active(): return None
+    if torch.is_autocast_enabled('cpu'): return None  # mixed precision: the kernels compute in float32 only
     layer = next((f for f, (w, one) in _SHAPES.items() if weight.shape == w and t.shape[1:] == one), None)
     if layer is Conv1PoolReLU and t.requires_grad: return None  # its kernel gives the images no gradient
     return layer if layer is not None and kernel_unavailable() is None else None

@@ -65,26 +65,31 @@ def check_params(epochs: int,  # passes over the training images, at least 1
                  weight_decay: float = 0.0,  # AdamW's weight decay, 0 or more; 0 keeps the tutorial's Adam
                  schedule: str = 'constant',  # 'constant' or 'one-cycle'
                  augment: bool = False,  # shift and mirror the training pictures
+                 max_shift: int = 2,  # with augment: the largest shift in pixels, 0 to 13; 0 mirrors only
                  label_smoothing: float = 0.0,  # cross-entropy's label smoothing, in [0, 1)
                  flip_scores: bool = False,  # score each test picture with its mirror image
+                 precision: str = 'float32',  # 'float32' or 'bfloat16' (mixed precision while training)
                 ) -> dict:
     "Check a run's parameters; return them with the device resolved and `out_dir` absolute (a folder named is created)."
     for name, value, minimum in (('epochs', epochs, 1), ('batch_size', batch_size, 1), ('seed', seed, 0),
-                                 ('limit', limit, 0), ('threads', threads, 0), ('val_size', val_size, 0)):
+                                 ('limit', limit, 0), ('threads', threads, 0), ('val_size', val_size, 0),
+                                 ('max_shift', max_shift, 0)):
         _whole(name, value, minimum)
+    if max_shift > 13: raise ParamError(f"max_shift must leave part of a 28-pixel picture: at most 13, got {max_shift}")
     if val_size >= 60000: raise ParamError(f"val_size must leave training images: below 60,000, got {val_size:,}")
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
         raise ParamError(f"lr must be a positive number, got {lr!r}")
     for name, value in (('quiet', quiet), ('deterministic', deterministic), ('augment', augment),
                         ('flip_scores', flip_scores)):
         if not isinstance(value, bool): raise ParamError(f"{name} must be True or False, got {value!r}")
-    for name, value, allowed in (('model', model, MODELS), ('schedule', schedule, SCHEDULES)):
+    from fashion_nb.engine import PRECISIONS, pick_device  # here, not at the top: a batch's workers need no torch of their own
+    for name, value, allowed in (('model', model, MODELS), ('schedule', schedule, SCHEDULES),
+                                 ('precision', precision, PRECISIONS)):
         if value not in allowed: raise ParamError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
     for name, value, top, words in (('weight_decay', weight_decay, math.inf, 'from 0 up'),
                                     ('label_smoothing', label_smoothing, 1, 'from 0 up to (not including) 1')):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < top:
             raise ParamError(f"{name} must be a number {words}, got {value!r}")
-    from fashion_nb.engine import pick_device  # here, not at the top: a batch's workers need no torch of their own
     try: resolved = pick_device(device)
     except DeviceError as e: raise ParamError(f"device: {e}") from None
     for name, value in (('device', device), ('data_dir', data_dir), ('out_dir', out_dir)):
@@ -99,7 +104,8 @@ def check_params(epochs: int,  # passes over the training images, at least 1
     return dict(epochs=epochs, batch_size=batch_size, lr=float(lr), seed=seed, device=str(resolved),
                 data_dir=data_dir, limit=limit, out_dir=str(Path(out_dir).resolve()), quiet=quiet, threads=threads,
                 val_size=val_size, deterministic=deterministic, model=model, weight_decay=float(weight_decay),
-                schedule=schedule, augment=augment, label_smoothing=float(label_smoothing), flip_scores=flip_scores)
+                schedule=schedule, augment=augment, max_shift=max_shift, label_smoothing=float(label_smoothing), flip_scores=flip_scores,
+                precision=precision)
 
 # %% ../nbs/12_run.ipynb #f3f58fc3
 END_TO_END = 'nbs/05_end_to_end.ipynb'  # in a checkout; `make export` copies it into the package for wheels

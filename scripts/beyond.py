@@ -28,8 +28,8 @@ from fashion_nb.run import _declared_defaults
 ROOT = Path(__file__).resolve().parent.parent
 SWEEP = ROOT/'sweeps'/'beyond.yaml'
 RESULTS = ROOT/'nbs'/'results'/'beyond'
-PARAMS = ('model', 'epochs', 'batch_size', 'lr', 'schedule', 'weight_decay', 'augment', 'label_smoothing',
-          'flip_scores')  # what a setting of the sweep is made of; the rest (seed, data, threads) is the same for all
+PARAMS = ('model', 'epochs', 'batch_size', 'lr', 'schedule', 'weight_decay', 'precision', 'augment', 'max_shift',
+          'label_smoothing', 'flip_scores')  # what a setting of the sweep is made of; the rest (seed, data, threads) is the same for all
 LONG_SECONDS = 600  # the training budget of the long run
 
 
