@@ -1,4 +1,4 @@
-"""The tutorial stops at 0.87. The pieces that take the same data further, each in plain PyTorch (a bigger network built from named blocks with batch normalisation, a learning rate that rises and falls, weight decay, pictures shifted and mirrored on the batch tensor, softer targets, answers averaged over an image and its mirror); which of them help, measured one at a time on a validation split by the project's own sweep; where the better network still fails, and how far to trust its probabilities.
+"""The tutorial stops at 0.87. The pieces that take the same data further, each in plain PyTorch (a bigger network built from named blocks with batch normalisation, a learning rate that rises and falls, weight decay, arithmetic in bfloat16 that buys more epochs, pictures mirrored and shifted on the batch tensor, softer targets, answers averaged over an image and its mirror); which of them help, measured one at a time on a validation split by the project's own sweep; where the better network still fails, and how far to trust its probabilities.
 
 Docs: https://fashion-nb.github.io/fashion_nb/beyond.html.md"""
 
