@@ -27,7 +27,7 @@ from .sizing import default_workers, threads_per_run, worker_gpus
 from .worker import local_pool, run_one
 
 # %% auto #0
-__all__ = ['DEFAULT_VAL_SIZE', 'BatchOptions', 'planned_runs', 'run_batch', 'BatchInterrupted', 'batch_main']
+__all__ = ['DEFAULT_VAL_SIZE', 'BatchOptions', 'with_defaults', 'planned_runs', 'run_batch', 'BatchInterrupted', 'batch_main']
 
 # %% ../nbs/13_batch.ipynb #70052aae
 DEFAULT_VAL_SIZE = 10000  # training images a batch puts aside for validation unless its grid says otherwise
@@ -55,6 +55,13 @@ def _completed(grid: dict[str, list]) -> dict[str, list]:
         grid['data_dir'] = [callers_folder(d) for d in grid['data_dir']]
     return grid
 
+def with_defaults(grids: list[dict[str, list]],  # the settings of an ablation
+                  notebook: Path | str | None = None,  # default: the project's end-to-end notebook
+                 ) -> list[dict[str, list]]:
+    "Each grid with every name any of them sets: a grid silent on a name gets the notebook's default, and its rows say so."
+    defaults, names = _declared_defaults(notebook), {n for g in grids for n in g}
+    return [{**{n: [defaults[n]] for n in sorted(names - set(g))}, **g} for g in grids]
+
 def planned_runs(grid: dict[str, list] | list[dict[str, list]],  # as `run_batch` takes it
                  notebook: Path | str | None = None,  # default: the project's end-to-end notebook
                  sample: int | None = None,  # draw this many combinations, not all of them
@@ -65,9 +72,7 @@ def planned_runs(grid: dict[str, list] | list[dict[str, list]],  # as `run_batch
     if not grids: raise ParamError("no settings to run: the list of grids is empty")
     if sample is not None and len(grids) > 1: raise ParamError("--sample draws from one grid; the parameter file lists several")
     for g in grids: check_grid(g, notebook)
-    if len(grids) > 1:  # a setting silent on a name another sets runs the notebook's default: its rows say so
-        defaults, names = _declared_defaults(notebook), {n for g in grids for n in g}
-        grids = [{**{n: [defaults[n]] for n in sorted(names - set(g))}, **g} for g in grids]
+    if len(grids) > 1: grids = with_defaults(grids, notebook)
     runs = sample_grid(grids[0], sample, sample_seed) if sample is not None else expand_grids(grids)
     random.Random(sample_seed).shuffle(runs)
     return runs, merge_grids(grids)

@@ -104,8 +104,8 @@ def check_params(epochs: int,  # passes over the training images, at least 1
     return dict(epochs=epochs, batch_size=batch_size, lr=float(lr), seed=seed, device=str(resolved),
                 data_dir=data_dir, limit=limit, out_dir=str(Path(out_dir).resolve()), quiet=quiet, threads=threads,
                 val_size=val_size, deterministic=deterministic, model=model, weight_decay=float(weight_decay),
-                schedule=schedule, augment=augment, max_shift=max_shift, label_smoothing=float(label_smoothing), flip_scores=flip_scores,
-                precision=precision)
+                schedule=schedule, augment=augment, max_shift=max_shift, label_smoothing=float(label_smoothing),
+                flip_scores=flip_scores, precision=precision)
 
 # %% ../nbs/12_run.ipynb #f3f58fc3
 END_TO_END = 'nbs/05_end_to_end.ipynb'  # in a checkout; `make export` copies it into the package for wheels

@@ -17,7 +17,7 @@ import shutil
 import signal
 from pathlib import Path
 
-from fashion_nb.batch import BatchInterrupted, run_batch
+from fashion_nb.batch import BatchInterrupted, run_batch, with_defaults
 from fashion_nb.cli import _stop_as_ctrl_c
 from fashion_nb.core import atomic_path
 from fashion_nb.grid import parse_grid
@@ -31,12 +31,6 @@ RESULTS = ROOT/'nbs'/'results'/'beyond'
 PARAMS = ('model', 'epochs', 'batch_size', 'lr', 'schedule', 'weight_decay', 'precision', 'augment', 'max_shift',
           'label_smoothing', 'flip_scores')  # what a setting of the sweep is made of; the rest (seed, data, threads) is the same for all
 LONG_SECONDS = 600  # the training budget of the long run
-
-
-def full_settings(settings: list[dict]) -> list[dict]:
-    "Each setting of the sweep with every value of `PARAMS`: its own, else the notebook's default."
-    defaults = _declared_defaults(None)
-    return [{k: setting[k][0] if k in setting else defaults[k] for k in PARAMS} for setting in settings]
 
 
 def changes(full: list[dict]) -> list[str]:
@@ -79,7 +73,7 @@ def main(long_epochs: int | None = None, pairs=(), out: Path = ROOT/'runs', resu
     long_rows = run_batch({**long_params, 'epochs': [long_epochs]}, out/'beyond-long', workers=1)
     if long_rows[0]['status'] not in ('done', 'skipped'): raise SystemExit(f"beyond: the long run failed: {long_rows[0]['reason']}")
 
-    full = full_settings(settings)
+    full = [{k: setting[k][0] for k in PARAMS} for setting in with_defaults(settings)]  # as the runs had them
     labels = changes(full)
     def step(row): return next(i for i, f in enumerate(full) if all(row[k] == f[k] for k in PARAMS))
     runs = []
