@@ -14,7 +14,7 @@ help:
 	@echo "make docs   - the docs site with Quarto (nbdev-docs), else an HTML preview in _docs_preview/"
 	@echo "make bench  - time the tutorial's loop against fashion_nb's (11 seeds, ~12 minutes on 2 cores)"
 	@echo "make bench-batch - time 8 small runs with the papermill command against fashion-nb batch (~1 minute on 2 cores)"
-	@echo "make bench-gpu - on a machine with a CUDA GPU: its tests, then make bench and bench-batch there (*_cuda.json)"
+	@echo "make bench-gpu - on a machine with a CUDA GPU: its tests, then training with CUDA graphs against eager steps (gpu.json)"
 	@echo "make export - notebooks -> fashion_nb/, clean notebook metadata, and the end-to-end notebook's copy in the package"
 	@echo "Each sets itself up first (scripts/setup.sh), saying before each apt-get it runs; NO_APT=1 make ... runs none."
 
@@ -74,13 +74,13 @@ bench: setup
 bench-batch: setup
 	$(BIN)/python bench/batch.py
 
-# Three seeds on a GPU: the check there is of the CUDA path and its speed, and it must fit a short lease of the machine
+# On a GPU: its tests, then graphed against eager training (bench/gpu.py, about a minute on an H200, three seeds: it must
+# fit a short lease of the machine). The older comparisons with the tutorial's loop run there by hand:
+# bench/run.py --device cuda, bench/batch.py --out bench/results/batch_cuda.json, bench/step.py --device cuda --no-compile
 GPU_SEEDS ?= 0 1 2
 bench-gpu: setup
 	$(BIN)/python -m pytest -q tests -k cuda
-	$(BIN)/python bench/run.py --device cuda --seeds $(GPU_SEEDS)
-	$(BIN)/python bench/batch.py --out bench/results/batch_cuda.json
-	$(BIN)/python bench/step.py --device cuda --no-compile
+	$(BIN)/python bench/gpu.py --seeds $(GPU_SEEDS)
 
 # With Quarto: nbdev's site in _docs/, checked in Chromium. Without: nbdev-proc-nbs, then plain HTML pages.
 docs: setup

@@ -1,4 +1,4 @@
-"""The engine behind the lessons: the device to train on, an epoch whose sums stay on the device and that stops on a non-finite loss, `fit` over a split held in memory, checkpoints written whole, and `load_or_fit`; each checked against the lesson it speeds up.
+"""The engine behind the lessons: the device to train on, an epoch whose sums stay on the device and that stops on a non-finite loss, a step recorded once as a CUDA graph on a GPU, `fit` over a split held in memory, checkpoints written whole, and `load_or_fit`; each checked against the lesson it speeds up.
 
 Docs: https://fashion-nb.github.io/fashion_nb/engine.html.md"""
 
@@ -26,8 +26,8 @@ from .model import Network
 from .training import seed_everything
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'pick_device', 'train_epoch', 'evaluate', 'adam', 'fit', 'library_versions', 'save_checkpoint',
-           'load_checkpoint', 'load_or_fit', 'describe_model']
+__all__ = ['PRECISIONS', 'pick_device', 'Tally', 'train_epoch', 'CudaGraphStep', 'evaluate', 'adam', 'fit', 'library_versions',
+           'save_checkpoint', 'load_checkpoint', 'load_or_fit', 'describe_model']
 
 # %% ../nbs/11b_engine.ipynb #cb0a7501
 def pick_device(device: str | torch.device = 'auto',  # 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'
@@ -51,12 +51,29 @@ def pick_device(device: str | torch.device = 'auto',  # 'auto', 'cpu', 'cuda', '
     return dev
 
 # %% ../nbs/11b_engine.ipynb #5be23b89
-def _read_sums(sums: torch.Tensor,  # summed loss and number correct, on the device
-               first_bad: torch.Tensor,  # the first batch whose loss was not finite, or -1
+class Tally:
+    "An epoch's running sums on the device: summed loss, number correct, batches, and the first batch whose loss was not finite."
+    def __init__(self, device: torch.device):
+        self.sums = torch.zeros(2, device=device)  # summed loss, number correct
+        self.batches = torch.zeros((), dtype=torch.long, device=device)
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
+
+    def reset(self):
+        "Start a new epoch, in place: a CUDA graph that adds to these tensors keeps adding to the same memory."
+        self.sums.zero_(); self.batches.zero_(); self.first_bad.fill_(-1)
+
+    def add(self, loss: torch.Tensor, preds: torch.Tensor, labels: torch.Tensor):
+        "Count one batch without waiting for the device."
+        self.batches += 1
+        self.sums += torch.stack((loss, preds.argmax(dim=1).eq(labels).sum().float()))
+        self.first_bad.copy_(torch.where((self.first_bad < 0) & ~torch.isfinite(loss), self.batches, self.first_bad))
+
+def _read_sums(tally: Tally,
                epoch: int, batches_done: int, images_seen: int,
                progress: tqdm | None, shown: int,  # batches the bar already shows
               ) -> int:
     "Wait for the device, stop on a non-finite loss, advance the progress bar; return the batches it now shows."
+    sums, first_bad = tally.sums, tally.first_bad
     if first_bad.item() >= 0:
         raise NonFiniteLossError(f"loss became {sums[0].item()} at epoch {epoch}, batch {first_bad.item()}; "
                                  "lower the learning rate (lr) and train again")
@@ -64,6 +81,19 @@ def _read_sums(sums: torch.Tensor,  # summed loss and number correct, on the dev
         progress.update(batches_done - shown)
         progress.set_postfix(loss=f"{sums[0].item() / batches_done:.3f}", acc=f"{sums[1].item() / images_seen:.3f}")
     return batches_done
+
+def _forward_backward(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, loss_func,
+                      autocast_dtype: torch.dtype | None,
+                      cache: bool = True,  # autocast's cache of weights cast to bfloat16; a CUDA graph must record without it
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    "One batch's forward pass (in mixed precision when asked), its loss and the gradients; return the loss and the scores."
+    device_type = images.device.type
+    with torch.autocast(device_type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None,
+                        cache_enabled=cache):
+        preds = model(images)
+    loss = loss_func(preds.float(), labels)  # the loss in float32, whatever the forward pass ran in
+    loss.backward()
+    return loss.detach(), preds.detach()
 
 def train_epoch(model: nn.Module,
                 batches,  # iterable of (images, labels) batches on the model's device
@@ -75,30 +105,98 @@ def train_epoch(model: nn.Module,
                 augment=None,  # (images) -> images, applied to each batch on the device (06_beyond)
                 scheduler=None,  # stepped after every batch (e.g. one-cycle); None: the rate stays
                 autocast_dtype: torch.dtype | None = None,  # torch.bfloat16: the forward pass in mixed precision
+                graph: CudaGraphStep | None = None,  # replays each full batch's step as a CUDA graph (`fit` makes one on a GPU)
                ) -> dict:
     "Train `model` once over `batches`; return the summed loss, the number correct and the number of images."
     model.train()
     device = next(model.parameters()).device
-    sums = torch.zeros(2, device=device)  # summed loss, number correct
-    first_bad = torch.tensor(-1, device=device)
+    tally = graph.tally if graph is not None else Tally(device)
+    tally.reset()
     batches_done = images_seen = shown = 0
     for batches_done, (images, labels) in enumerate(batches, 1):
         if augment is not None: images = augment(images)
-        with torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
-            preds = model(images)
-        loss = loss_func(preds.float(), labels)  # the loss in float32, whatever the forward pass ran in
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        if graph is not None and graph.takes(images):
+            graph(images, labels)
+        else:  # beside a graph (a smaller last batch), the gradients are zeroed in place: they live in the graph's memory
+            optimizer.zero_grad(set_to_none=graph is None)
+            loss, preds = _forward_backward(model, images, labels, loss_func, autocast_dtype)
+            optimizer.step()
+            tally.add(loss, preds, labels)
         if scheduler is not None: scheduler.step()
-        loss = loss.detach()
-        sums += torch.stack((loss, preds.argmax(dim=1).eq(labels).sum().float()))
-        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), batches_done, first_bad)
         images_seen += len(labels)
         if batches_done % check_every == 0:
-            shown = _read_sums(sums, first_bad, epoch, batches_done, images_seen, progress, shown)
-    if batches_done: _read_sums(sums, first_bad, epoch, batches_done, images_seen, progress, shown)
-    return {'total_loss': sums[0].item(), 'correct': int(sums[1].item()), 'images': images_seen, 'batches': batches_done}
+            shown = _read_sums(tally, epoch, batches_done, images_seen, progress, shown)
+    if batches_done: _read_sums(tally, epoch, batches_done, images_seen, progress, shown)
+    sums = tally.sums.tolist()
+    return {'total_loss': sums[0], 'correct': int(sums[1]), 'images': images_seen, 'batches': batches_done}
+
+# %% ../nbs/11b_engine.ipynb #6df5b269
+class CudaGraphStep:
+    "A training step on a CUDA GPU, recorded once as a CUDA graph and replayed for every batch of its size."
+    def __init__(self, model: nn.Module, optimizer: optim.Optimizer,
+                 batch_size: int,  # the batch the graph is recorded for; other sizes are stepped eagerly
+                 loss_func=F.cross_entropy,  # (scores, labels) -> mean loss of the batch
+                 autocast_dtype: torch.dtype | None = None,  # torch.bfloat16: the forward pass in mixed precision
+                 optimizer_in_graph: bool = True,  # False when something changes the optimizer's settings between steps
+                 warmup: int = 3,  # eager steps, on a stream of their own, before the graph is recorded
+                ):
+        self.device = next(model.parameters()).device
+        if self.device.type != 'cuda':
+            raise DeviceError(f"a CUDA graph records work on a CUDA GPU, and this model is on {self.device}; "
+                              "use cuda_graphs=False")
+        self.model, self.optimizer, self.loss_func, self.autocast_dtype = model, optimizer, loss_func, autocast_dtype
+        self.batch_size, self.warmup, self.steps_before_graph = batch_size, warmup, 0
+        # only an optimizer that keeps its step count on the device can be replayed: the count must advance each time
+        self.optimizer_in_graph = optimizer_in_graph and all('capturable' in g for g in optimizer.param_groups)
+        if self.optimizer_in_graph:
+            for group in optimizer.param_groups: group['capturable'] = True
+        self.tally = Tally(self.device)
+        self.graph = self.images = self.labels = None
+
+    def takes(self, images: torch.Tensor) -> bool:
+        "Whether this batch has the size the graph is (or will be) recorded for."
+        return len(images) == self.batch_size
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor):
+        "Train on one batch: eagerly while warming up, then by recording the graph, then by replaying it."
+        if self.graph is None and self.steps_before_graph < self.warmup:
+            self._warmup_step(images, labels)
+            return
+        if self.graph is None: self._record(images, labels)
+        else:
+            self.images.copy_(images)
+            self.labels.copy_(labels)
+        self.graph.replay()
+        if not self.optimizer_in_graph: self.optimizer.step()
+
+    def _warmup_step(self, images, labels):
+        "An eager step on a side stream: the libraries set themselves up before anything is recorded."
+        side, main = torch.cuda.Stream(self.device), torch.cuda.current_stream(self.device)
+        side.wait_stream(main)
+        with torch.cuda.stream(side):
+            self.optimizer.zero_grad(set_to_none=True)
+            loss, preds = _forward_backward(self.model, images, labels, self.loss_func, self.autocast_dtype)
+            self.optimizer.step()
+            self.tally.add(loss, preds, labels)
+        main.wait_stream(side)
+        self.steps_before_graph += 1
+
+    def _record(self, images, labels):
+        "Record the step on this batch's copy; the replay that follows trains on it."
+        self.images, self.labels = images.clone(), labels.clone()
+        # with no gradient tensors, the recorded backward pass writes them rather than adding to them: replays start afresh
+        self.optimizer.zero_grad(set_to_none=True)
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                loss, preds = _forward_backward(self.model, self.images, self.labels, self.loss_func,
+                                                self.autocast_dtype, cache=False)
+                if self.optimizer_in_graph: self.optimizer.step()
+                self.tally.add(loss, preds, self.labels)
+        except RuntimeError as e:
+            raise RuntimeError(f"recording the training step as a CUDA graph failed ({str(e).splitlines()[0]}); "
+                               "train with cuda_graphs=False") from e
+        self.graph = graph
 
 # %% ../nbs/11b_engine.ipynb #ad836f51
 def evaluate(model: nn.Module,
@@ -156,12 +254,16 @@ def fit(model: nn.Module,
         augment=None,  # (images) -> images, applied to each training batch on the device (06_beyond)
         schedule=None,  # (optimizer, total_steps) -> a scheduler stepped after every batch
         precision: str = 'float32',  # or 'bfloat16': the forward pass in mixed precision; weights stay float32
+        cuda_graphs: bool | None = None,  # replay each step as a CUDA graph; None: on a CUDA GPU, False: never
        ) -> list[dict]:
     "Train `model` on `train`, fast: the lesson's `fit` with the data on the device; return one record per epoch."
     if epochs < 1: raise ValueError(f"epochs must be at least 1, got {epochs}")
     if batch_size < 1: raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if not lr > 0: raise ValueError(f"lr must be positive, got {lr}")
     dev = pick_device(device)
+    if cuda_graphs is None: cuda_graphs = dev.type == 'cuda'
+    elif cuda_graphs and dev.type != 'cuda':
+        raise DeviceError(f"cuda_graphs=True needs a CUDA GPU, and this fit runs on {dev}; leave it None or False")
     autocast_dtype = _autocast_dtype(precision, dev)
     model.to(dev, memory_format=torch.channels_last)  # channels-last: the layout the CPU's convolution library (oneDNN) runs fastest in
     data = train.to(dev)
@@ -170,6 +272,9 @@ def fit(model: nn.Module,
     generator = torch.Generator(device=dev if dev.type == 'cuda' else 'cpu').manual_seed(seed)  # shuffle where the data is
     n_batches = -(-len(data) // batch_size)
     scheduler = schedule(optimizer, epochs * n_batches) if schedule is not None else None
+    # a scheduler sets the rate (and one-cycle Adam's momentum) as Python numbers, which a recorded step would freeze
+    graph = CudaGraphStep(model, optimizer, batch_size, loss_func, autocast_dtype,
+                          optimizer_in_graph=scheduler is None) if cuda_graphs else None
     history = []
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
@@ -177,7 +282,7 @@ def fit(model: nn.Module,
                   mininterval=0.5, leave=True) as bar:
             stats = train_epoch(model, data.batches(batch_size, shuffle=True, generator=generator),
                                 optimizer, loss_func, epoch, bar, augment=augment, scheduler=scheduler,
-                                autocast_dtype=autocast_dtype)
+                                autocast_dtype=autocast_dtype, graph=graph)
             record = {'epoch': epoch, 'total_loss': stats['total_loss'], 'mean_loss': stats['total_loss'] / stats['batches'],
                       'correct': stats['correct'], 'accuracy': stats['correct'] / stats['images']}
             if held_out is not None:
