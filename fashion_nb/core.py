@@ -44,7 +44,8 @@ def atomic_path(path: Path | str):
         with open(tmp, 'rb') as written: os.fsync(written.fileno())
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        # a folder gone read-only refuses the clean-up too: the error worth reporting is the write's, not this one
+        with contextlib.suppress(OSError): tmp.unlink(missing_ok=True)
 
 # %% ../nbs/10_core.ipynb #3fd7c17d
 def _alive(pid: int) -> bool:

@@ -7,6 +7,7 @@ Docs: https://fashion-nb.github.io/fashion_nb/engine.html.md"""
 # %% ../nbs/11b_engine.ipynb #c857c9a4
 from __future__ import annotations
 
+import io
 import platform
 import sys
 import time
@@ -312,7 +313,9 @@ def save_checkpoint(path: Path | str,  # where to write; folders are created
     checkpoint = {'state_dict': {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
                   'class_names': list(class_names), 'hparams': dict(hparams or {}),
                   'metrics': dict(metrics or {}), 'versions': library_versions()}
-    with atomic_path(path) as tmp: torch.save(checkpoint, tmp)
+    buffer = io.BytesIO()  # torch.save reports a full disk as a bare RuntimeError; a file write says ENOSPC
+    torch.save(checkpoint, buffer)
+    with atomic_path(path) as tmp: tmp.write_bytes(buffer.getbuffer())
     return Path(path)
 
 def load_checkpoint(path: Path | str,
