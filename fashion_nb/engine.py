@@ -12,6 +12,7 @@ import platform
 import sys
 import time
 import warnings
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn, optim
 from tqdm import tqdm
 
+from .beyond import BetterNetwork
 from .core import CheckpointError, DeviceError, NonFiniteLossError, atomic_path, shown_path
 from .data import CLASS_NAMES, FashionSplit
 from .fast_network import FastNetwork
@@ -27,8 +29,8 @@ from .model import Network
 from .training import seed_everything
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'pick_device', 'Tally', 'train_epoch', 'CudaGraphStep', 'evaluate', 'adam', 'fit', 'library_versions',
-           'save_checkpoint', 'load_checkpoint', 'load_or_fit', 'describe_model']
+__all__ = ['PRECISIONS', 'NETWORKS', 'pick_device', 'Tally', 'train_epoch', 'CudaGraphStep', 'evaluate', 'adam', 'fit',
+           'library_versions', 'save_checkpoint', 'network_of', 'load_checkpoint', 'load_or_fit', 'describe_model']
 
 # %% ../nbs/11b_engine.ipynb #cb0a7501
 def pick_device(device: str | torch.device = 'auto',  # 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'
@@ -318,17 +320,33 @@ def save_checkpoint(path: Path | str,  # where to write; folders are created
     with atomic_path(path) as tmp: tmp.write_bytes(buffer.getbuffer())
     return Path(path)
 
+NETWORKS = {'tutorial': Network, 'tutorial-plain': Network, 'better': BetterNetwork}
+
+def network_of(hparams: dict):  # a checkpoint's settings, as `save_checkpoint` stored them
+    "The class to build for a checkpoint: the one its `model` setting names, the lesson's `Network` if it names none."
+    name = hparams.get('model', 'tutorial')
+    if name not in NETWORKS:
+        raise CheckpointError(f"a checkpoint of model {name!r}, which this fashion_nb does not know "
+                              f"({', '.join(NETWORKS)}); pass network= the class to build")
+    if NETWORKS[name] is BetterNetwork and 'batch_norm' in hparams:
+        return partial(BetterNetwork, batch_norm=hparams['batch_norm'])
+    return NETWORKS[name]
+
 def load_checkpoint(path: Path | str,
                     device: str | torch.device = 'cpu',  # where to put the weights
-                    network: type[Network] = Network,  # the class to build: `Network` or `FastNetwork`
-                   ) -> tuple[Network, dict]:
-    "A `network` with the weights saved at `path`, in eval mode, and the whole checkpoint."
+                    network=None,  # the class to build (e.g. `FastNetwork`); None: the one the checkpoint names
+                   ) -> tuple[nn.Module, dict]:
+    "The network saved at `path`, with its weights, in eval mode, and the whole checkpoint."
     path = Path(path)
     if not path.is_file(): raise CheckpointError(f"{path}: no such checkpoint; train one first (`make demo` writes runs/demo/model.pt)")
     dev = pick_device(device)  # outside the try: a device this machine lacks is not a bad checkpoint
+    try: checkpoint = torch.load(path, map_location=dev, weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"{path}: not a fashion_nb checkpoint ({type(e).__name__}); train and save it again") from None
+    try: build = network or network_of(checkpoint.get('hparams', {}))
+    except CheckpointError as e: raise CheckpointError(f"{path}: {e}") from None
     try:
-        checkpoint = torch.load(path, map_location=dev, weights_only=True)
-        model = network()
+        model = build()
         model.load_state_dict(checkpoint['state_dict'])
     except Exception as e:
         raise CheckpointError(f"{path}: not a fashion_nb checkpoint ({type(e).__name__}); train and save it again") from None

@@ -60,8 +60,9 @@ def test_checkpoint_round_trip(tmp_path, small_train):
 
 def test_interrupted_save_keeps_the_old_checkpoint(tmp_path, monkeypatch):
     path = save_checkpoint(tmp_path/'model.pt', Network(), metrics={'run': 'first'})
-    def crash(obj, f): open(f, 'wb').write(b'half'); raise OSError('disk full')
-    monkeypatch.setattr(torch, 'save', crash)
+    real_write = Path.write_bytes
+    def crash(self, data): real_write(self, bytes(data)[:100]); raise OSError('disk full')  # half written, then full
+    monkeypatch.setattr(Path, 'write_bytes', crash)
     with pytest.raises(OSError, match='disk full'):
         save_checkpoint(path, Network(), metrics={'run': 'second'})
     monkeypatch.undo()
