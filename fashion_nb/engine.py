@@ -108,7 +108,7 @@ def train_epoch(model: nn.Module,
                 augment=None,  # (images) -> images, applied to each batch on the device (06_beyond)
                 scheduler=None,  # stepped after every batch (e.g. one-cycle); None: the rate stays
                 autocast_dtype: torch.dtype | None = None,  # torch.bfloat16: the forward pass in mixed precision
-                graph: CudaGraphStep | None = None,  # replays each full batch's step as a CUDA graph (`fit` makes one on a GPU)
+                graph=None,  # a `CudaGraphStep` to replay each full batch's step with (`fit` makes one on a GPU)
                ) -> dict:
     "Train `model` once over `batches`; return the summed loss, the number correct and the number of images."
     model.train()
