@@ -1,4 +1,4 @@
-"""Which garments the network takes for which: the tutorial's hand-built matrix on the training set, a fast one checked against scikit-learn, the test set's matrix after it, and the network's most confident mistakes.
+"""Which garments the network takes for which: the tutorial's hand-built matrix on the training set, a fast one checked against scikit-learn, the test set's matrix after it, and the network's most confident mistakes beside its largest losses.
 
 Docs: https://fashion-nb.github.io/fashion_nb/confusion.html.md"""
 
@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from .data import CLASS_NAMES, FashionSplit
 
 # %% auto #0
-__all__ = ['confusion_by_loop', 'confusion_matrix_fast', 'plot_confusion', 'most_confused', 'per_class_metrics', 'top_losses',
-           'show_top_losses']
+__all__ = ['confusion_by_loop', 'confusion_matrix_fast', 'plot_confusion', 'most_confused', 'per_class_metrics',
+           'confident_mistakes', 'show_confident_mistakes', 'top_losses', 'show_top_losses']
 
 # %% ../nbs/04_confusion.ipynb #f8810a08
 def confusion_by_loop(targets: torch.Tensor,  # (N,) true classes
@@ -95,11 +95,63 @@ def per_class_metrics(targets: torch.Tensor,  # (N,) true classes
     return [{'class': name, 'precision': float(p), 'recall': float(r), 'f1': float(f),
              'support': int(s)} for name, p, r, f, s in rows]
 
+# %% ../nbs/04_confusion.ipynb #cc0b8f70
+def confident_mistakes(logits: torch.Tensor,  # (N, C) scores, one row per image
+                       labels: torch.Tensor,  # (N,) true classes
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    "The misclassified images' indices and their wrong answers' probabilities, highest first."
+    logits, labels = logits.detach().cpu(), labels.cpu()
+    if logits.ndim != 2 or len(logits) != len(labels):
+        raise ValueError(f"logits {tuple(logits.shape)} do not match labels {tuple(labels.shape)}")
+    # float64: in float32 every answer surer than 1 - 6e-8 rounds to 1.0, and they would tie
+    confidence, predicted = F.softmax(logits.double(), dim=1).max(dim=1)
+    wrong = (predicted != labels).nonzero().flatten()
+    order = confidence[wrong].argsort(descending=True, stable=True)
+    return wrong[order], confidence[wrong][order]
+
+def _probability(p: float) -> str:
+    "`p` with two decimals, or with as many more (up to 7) as keep a near-certain one below 1."
+    for digits in range(2, 8):
+        if (text := f"{p:.{digits}f}") != f"{1:.{digits}f}": return text
+    return f"{int(p * 1e7) / 1e7:.7f}"  # cut, not rounded: still below 1
+
+def _mistakes_grid(split: FashionSplit, indices: torch.Tensor, predicted: torch.Tensor,
+                   lines: list[str], title: str, class_names, ncols: int):
+    "The images of `split` at `indices`, titled predicted / actual over one line each, in a grid."
+    import matplotlib.pyplot as plt
+    nrows = max(1, -(-len(indices) // ncols))
+    # cells taller than wide: a square image fills the width, leaving room above it for its title
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2 * ncols, 2.6 * nrows + 0.6), squeeze=False)
+    for ax in axes.flat: ax.axis('off')
+    for ax, i, p, line in zip(axes.flat, indices.tolist(), predicted.tolist(), lines):
+        ax.imshow(split.images[i].cpu().reshape(28, 28), cmap='gray_r')
+        actual = class_names[int(split.labels[i])]
+        ax.set_title(f"{class_names[p]} / {actual}\n{line}", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+def show_confident_mistakes(split: FashionSplit,  # the images that were scored
+                            logits: torch.Tensor,  # (N, C) scores of `split`, from `get_all_preds`
+                            n: int = 18,  # how many mistakes to show at most
+                            class_names=CLASS_NAMES,  # the name of each class
+                            ncols: int = 6,  # images per row
+                           ):
+    "A grid of the `n` surest mistakes, titled predicted / actual and the wrong answer's p."
+    if n < 1: raise ValueError(f"n must be at least 1, got {n}")
+    indices, confidence = confident_mistakes(logits, split.labels)
+    indices, confidence = indices[:n], confidence[:n]
+    predicted = logits.detach().cpu()[indices].argmax(dim=1)
+    lines = [f"p={_probability(p)}" for p in confidence.tolist()]
+    title = ('The most confident mistakes: predicted / actual\n'
+             'p: the probability of the (wrong) prediction')
+    return _mistakes_grid(split, indices, predicted, lines, title, class_names, ncols)
+
 # %% ../nbs/04_confusion.ipynb #b0f4266a
 def top_losses(logits: torch.Tensor,  # (N, C) scores, one row per image
                labels: torch.Tensor,  # (N,) true classes
               ) -> tuple[torch.Tensor, torch.Tensor]:
-    "The misclassified images' indices and losses, largest loss (most confident mistake) first."
+    "The misclassified images' indices and losses, largest loss (least given to the truth) first."
     logits, labels = logits.detach().cpu(), labels.cpu()
     losses = F.cross_entropy(logits, labels, reduction='none')
     wrong = (logits.argmax(dim=1) != labels).nonzero().flatten()
@@ -107,24 +159,18 @@ def top_losses(logits: torch.Tensor,  # (N, C) scores, one row per image
     return wrong[order], losses[wrong][order]
 
 def show_top_losses(split: FashionSplit,  # the images that were scored
-                    logits: torch.Tensor,  # (N, C) scores of `split`, as `get_all_preds` gives
+                    logits: torch.Tensor,  # (N, C) scores of `split`, from `get_all_preds`
                     n: int = 18,  # how many mistakes to show at most
                     class_names=CLASS_NAMES,  # the name of each class
                     ncols: int = 6,  # images per row
                    ):
-    "A grid of the `n` most confident mistakes, titled predicted / actual, loss / probability."
-    import matplotlib.pyplot as plt
+    "A grid of the `n` largest losses, titled predicted / actual, loss / the prediction's p."
+    if n < 1: raise ValueError(f"n must be at least 1, got {n}")
     indices, losses = top_losses(logits, split.labels)
     indices, losses = indices[:n], losses[:n]
-    probs = F.softmax(logits[indices].detach().cpu(), dim=1)
-    nrows = max(1, -(-len(indices) // ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(2 * ncols, 2.3 * nrows + 0.5), squeeze=False)
-    for ax in axes.flat: ax.axis('off')
-    for ax, i, loss, p in zip(axes.flat, indices.tolist(), losses.tolist(), probs):
-        predicted, actual = int(p.argmax()), int(split.labels[i])
-        ax.imshow(split.images[i].cpu().reshape(28, 28), cmap='gray_r')
-        ax.set_title(f"{class_names[predicted]} / {class_names[actual]}\n"
-                     f"{loss:.2f} / {p[predicted]:.2f}", fontsize=9)
-    fig.suptitle('predicted / actual\nloss / probability of the prediction', fontsize=10)
-    fig.tight_layout()
-    return fig
+    probs = F.softmax(logits.detach().cpu()[indices].double(), dim=1)
+    predicted = probs.argmax(dim=1)
+    lines = [f"{loss:.2f} / {_probability(p[k])}"
+             for loss, p, k in zip(losses.tolist(), probs, predicted)]
+    title = 'The largest losses: predicted / actual\nloss / probability of the prediction'
+    return _mistakes_grid(split, indices, predicted, lines, title, class_names, ncols)

@@ -1,4 +1,4 @@
-"""Ask the trained network about one picture, look at what its convolutions see, score every image of both splits and count how often it is right, then look at its answers: the right ones, the wrong ones and the unsure ones.
+"""Ask the trained network about one picture, look at what its convolutions see, score every image of both splits and count how often it is right, then look at its answers: the right ones, the wrong ones and the unsure ones. Last, save it to a file and load it back.
 
 Docs: https://fashion-nb.github.io/fashion_nb/inference.html.md"""
 

@@ -5,18 +5,22 @@
   that nbdev-test uses. papermill's copy has one extra cell (the injected parameters); every other cell must match
   the source cell for cell, or nothing is written.
   Its confusion matrix is copied to nbs/images/ for the README, and its metrics.json to nbs/results/demo_metrics.json
-  for the training page, which shows the main job's numbers without training for minutes under nbdev-test.
+  for the training page, which shows the main job's numbers without training for minutes under nbdev-test. Its trained
+  model goes to nbs/results/demo_model.pt, which the inference and confusion pages score: committed, so that a
+  checkout without runs/ shows the same numbers.
 - Every other notebook is executed in place, in nbs/, as a reader would run it (slow cells included).
 - Progress bars (tqdm's lines on stderr) are live feedback, not results: they are dropped. Any other stderr
   output, and any error, stays in the notebook, where the page check (tests/test_pages.py) reports it.
 
     .venv/bin/python scripts/refresh_pages.py [NOTEBOOK ...]   # default: every notebook in nbs/
 """
+import json
 import re
 import sys
 from pathlib import Path
 
 import nbformat
+import torch
 from nbclient import NotebookClient
 from nbconvert.preprocessors import CoalesceStreamsPreprocessor
 
@@ -27,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NBS = ROOT/'nbs'
 END_TO_END = NBS/'05_end_to_end.ipynb'
 DEMO = ROOT/'runs'/'demo'/'end_to_end.ipynb'
+DEMO_MODEL = NBS/'results'/'demo_model.pt'  # the demo's model, as the pages 03 and 04 read it
 PROGRESS = re.compile(r'\d+%\|')  # tqdm's bar: "epoch 1/5:  40%|████      | 240/600 ..."
 
 
@@ -48,6 +53,16 @@ def write(nb, path: Path):
     with atomic_path(path) as tmp: nbformat.write(nb, str(tmp))
 
 
+def store_model(run_dir: Path = DEMO.parent):
+    "Copy the demo's trained model to nbs/results/, after checking that it is the model its metrics.json describes."
+    model, metrics = run_dir/'model.pt', json.loads((run_dir/'metrics.json').read_text())
+    saved = torch.load(model, map_location='cpu', weights_only=True)['metrics'].get('test_accuracy')
+    if saved != metrics['test_accuracy']:  # both are written by one run: a mismatch means a run cut short
+        sys.exit(f"{model} (test accuracy {saved}) is not the model of {run_dir/'metrics.json'} "
+                 f"({metrics['test_accuracy']}); run `make demo` again")
+    with atomic_path(DEMO_MODEL) as tmp: tmp.write_bytes(model.read_bytes())
+
+
 def store_demo(executed_path: Path = DEMO):
     "Copy the outputs of the demo's executed notebook into the end-to-end notebook."
     source = nbformat.read(END_TO_END, as_version=4)
@@ -57,6 +72,7 @@ def store_demo(executed_path: Path = DEMO):
         sys.exit(f"{executed_path} was run from another version of {END_TO_END.name}; run `make demo` again")
     errors = [o for c in ran if c.cell_type == 'code' for o in c.outputs if o.output_type == 'error']
     if errors: sys.exit(f"{executed_path} holds an error ({errors[0].ename}); fix the run first")
+    store_model(executed_path.parent)  # first: it checks the run, and a failed check leaves every page as it was
     for mine, theirs in zip(source.cells, ran):
         if mine.cell_type == 'code': mine.outputs, mine.execution_count = theirs.outputs, theirs.execution_count
     write(without_progress(source), END_TO_END)
