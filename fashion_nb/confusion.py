@@ -1,4 +1,4 @@
-"""Which garments the network takes for which: the tutorial's hand-built matrix on the training set, a fast one checked against scikit-learn, the test set's matrix after it, and the network's most confident mistakes beside its largest losses.
+"""Which garments the network takes for which: the tutorial's hand-built matrix on the training set, a fast one checked against scikit-learn, the test set's matrix after it, precision against recall for each class, and the network's most confident mistakes beside its largest losses.
 
 Docs: https://fashion-nb.github.io/fashion_nb/confusion.html.md"""
 

@@ -7,14 +7,19 @@ Docs: https://fashion-nb.github.io/fashion_nb/inference.html.md"""
 # %% ../nbs/03_inference.ipynb #cbbc6dcf
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 from .data import CLASS_NAMES, FashionSplit
 
 # %% auto #0
-__all__ = ['predict_image', 'show_prediction', 'show_feature_maps', 'get_all_preds', 'accuracy', 'show_predictions']
+__all__ = ['predict_image', 'show_prediction', 'show_feature_maps', 'get_all_preds', 'accuracy', 'show_predictions',
+           'as_fashion_mnist']
 
 # %% ../nbs/03_inference.ipynb #ec34b3f7
 def predict_image(model: nn.Module,
@@ -135,3 +140,28 @@ def show_predictions(images: torch.Tensor,  # (N, 28, 28) or (N, 1, 28, 28), uin
             spine.set_visible(wrong); spine.set_color('firebrick'); spine.set_linewidth(2.5)
     fig.tight_layout()
     return fig
+
+# %% ../nbs/03_inference.ipynb #479b4514
+def as_fashion_mnist(picture: Image.Image | str | Path,  # or its path: any size, colour or grey
+                     size: int = 28,  # the side of Fashion-MNIST's pictures
+                    ) -> torch.Tensor:
+    "`picture` made as Fashion-MNIST's were: grey, dark background, cropped, scaled, centred."
+    if not isinstance(picture, Image.Image): picture = Image.open(picture)
+    grey = np.asarray(picture.convert('L'), dtype=np.float32)
+    edge = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    background = np.median(edge)  # a photo's border is mostly background
+    if background > 127:  # the data set's garments are light on black
+        grey, background = 255 - grey, 255 - background
+    garment = np.clip(grey - background, 0, None)
+    # a tenth of the brightest shade: noise in the background is not garment
+    rows, cols = np.nonzero(garment > max(8, 0.1 * garment.max()))
+    if len(rows) == 0: raise ValueError("no garment found: the picture is all one shade")
+    cropped = garment[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    cropped = cropped * (255 / cropped.max())
+    height, width = cropped.shape
+    scale = size / max(height, width)
+    shrunk = Image.fromarray(cropped.astype(np.uint8)).resize(
+        (max(1, round(width * scale)), max(1, round(height * scale))), Image.LANCZOS)
+    canvas = Image.new('L', (size, size))
+    canvas.paste(shrunk, ((size - shrunk.width) // 2, (size - shrunk.height) // 2))
+    return torch.from_numpy(np.array(canvas))  # (size, size) uint8, as the data set's
