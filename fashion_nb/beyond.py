@@ -1,4 +1,4 @@
-"""The tutorial stops at 0.87. The pieces that take the same data further, each in plain PyTorch (a bigger network built from named blocks with batch normalisation, a learning rate that rises and falls, weight decay, arithmetic in bfloat16 that buys more epochs, pictures mirrored and shifted on the batch tensor, softer targets, answers averaged over an image and its mirror); which of them help, measured one at a time on a validation split by the project's own sweep; where the better network still fails, and how far to trust its probabilities.
+"""The tutorial stops at 0.87. The pieces that take the same data further, each in plain PyTorch (a bigger network built from named blocks with batch normalisation, a learning rate that rises and falls, weight decay, arithmetic in bfloat16 that buys more epochs, pictures mirrored and shifted on the batch tensor, softer targets, answers averaged over an image and its mirror); which of them help, measured on a validation split by the project's own sweep, each step against the one it was made from; where the better network still fails, and how far to trust its probabilities.
 
 Docs: https://fashion-nb.github.io/fashion_nb/beyond.html.md"""
 
@@ -6,6 +6,8 @@ Docs: https://fashion-nb.github.io/fashion_nb/beyond.html.md"""
 
 # %% ../nbs/06_beyond.ipynb #a0e00c4c
 from __future__ import annotations
+
+import statistics
 
 import torch
 import torch.nn.functional as F
@@ -15,8 +17,9 @@ from .data import FashionSplit
 from .inference import get_all_preds
 
 # %% auto #0
-__all__ = ['conv_block', 'BetterNetwork', 'shift_and_flip', 'one_cycle', 'averaged_scores', 'split_scores',
-           'expected_calibration_error', 'fit_temperature']
+__all__ = ['RECIPE', 'CALIBRATION_BINS', 'conv_block', 'BetterNetwork', 'shift_and_flip', 'one_cycle', 'averaged_scores',
+           'split_scores', 'changed_settings', 'ablation_steps', 'effect', 'ablation_problems',
+           'expected_calibration_error', 'fit_temperature', 'calibration_bins']
 
 # %% ../nbs/06_beyond.ipynb #5be03d8d
 def conv_block(c_in: int,  # channels coming in
@@ -87,10 +90,76 @@ def split_scores(model: nn.Module,
     mirrored = FashionSplit(split.images.flip(-1), split.labels, split.name, split.classes)
     return averaged_scores(logits, get_all_preds(model, mirrored))
 
+# %% ../nbs/06_beyond.ipynb #b31a0e01
+RECIPE = ('model', 'epochs', 'batch_size', 'lr', 'schedule', 'weight_decay', 'precision',
+          'augment', 'max_shift', 'label_smoothing', 'flip_scores')  # what makes a setting
+
+def changed_settings(setting: dict,  # a value for each name of `names`
+                     parent: dict,  # the setting it was made from
+                     names=RECIPE,  # the names that make a setting
+                    ) -> list[str]:
+    "The names whose values differ between a setting and its parent, in the order of `names`."
+    return [k for k in names if setting[k] != parent[k]]
+
+def _least_changed(step: dict, earlier: list[dict]) -> int:
+    "The earlier step that `step` differs from in fewest settings, the latest of equals."
+    def distance(p): return len(changed_settings(step['setting'], p['setting'])), -p['step']
+    return min(earlier, key=distance)['step']
+
+def ablation_steps(runs: list[dict],  # a row a run: step, val_accuracy, train_seconds, RECIPE
+                  ) -> list[dict]:
+    "A row a step: its setting, parent, changed names, and validation accuracy over its seeds."
+    steps = []
+    for number in sorted({r['step'] for r in runs}):
+        rows = [r for r in runs if r['step'] == number]
+        val = [r['val_accuracy'] for r in rows]
+        setting, parent = {k: rows[0][k] for k in RECIPE}, rows[0].get('parent')
+        steps.append({
+            'step': number, 'setting': setting, 'parent': parent, 'recorded': 'parent' in rows[0],
+            'runs': len(rows), 'mean': statistics.mean(val),
+            'std': statistics.stdev(val) if len(val) > 1 else 0.0,
+            'seconds': statistics.mean(r['train_seconds'] for r in rows),
+            'mixed': any(changed_settings(r, setting) or r.get('parent') != parent for r in rows)})
+    for i, s in enumerate(steps):
+        if i and not s['recorded']: s['parent'] = _least_changed(s, steps[:i])  # an older file
+        parent = next((p for p in steps[:i] if p['step'] == s['parent']), None)
+        s['changed'] = changed_settings(s['setting'], parent['setting']) if parent else []
+    return steps
+
+def effect(step: dict,  # a row of `ablation_steps`
+           parent: dict,  # the row of its parent
+          ) -> str:
+    "'gain', 'loss' or 'tie': a difference of means below the larger of the two spreads is a tie."
+    difference = step['mean'] - parent['mean']
+    if abs(difference) < max(step['std'], parent['std']): return 'tie'
+    return 'gain' if difference > 0 else 'loss'
+
+def ablation_problems(steps: list[dict],  # rows with step, setting, parent (None for the first)
+                     ) -> list[str]:
+    "What breaks the rule, a line each: every later step changes one setting of an earlier step."
+    found, earlier = [], {}
+    for i, s in enumerate(steps):
+        name, parent = f"step {s['step']}", s['parent']
+        if s.get('mixed'): found.append(f"{name}: its runs differ in setting or parent")
+        if i == 0 and parent is not None:
+            found.append(f"{name}: the first step cannot have a parent ({parent})")
+        elif i and parent not in earlier:
+            found.append(f"{name}: its parent {parent!r} is not an earlier step")
+        elif i:
+            names = changed_settings(s['setting'], earlier[parent]['setting'])
+            if len(names) != 1:
+                found.append(f"{name} changes {len(names)} settings from step {parent}: "
+                             f"{', '.join(names) or 'none'}")
+        earlier[s['step']] = s
+    return found
+
+# %% ../nbs/06_beyond.ipynb #b31a0e04
+CALIBRATION_BINS = 15  # bins of confidence, of equal width: for the ECE and the diagrams alike
+
 # %% ../nbs/06_beyond.ipynb #0cb00de0
 def expected_calibration_error(logits: torch.Tensor,  # (N, C) scores, one row per picture
                                labels: torch.Tensor,  # (N,) true classes
-                               n_bins: int = 15,  # bins of equal width, (k/n, (k+1)/n]
+                               n_bins: int = CALIBRATION_BINS,  # equal bins, (k/n, (k+1)/n]
                               ) -> float:
     "Mean gap between confidence and accuracy over bins of confidence, weighted by their pictures."
     confidence, predicted = logits.detach().softmax(dim=1).max(dim=1)
@@ -114,3 +183,17 @@ def fit_temperature(logits: torch.Tensor,  # (N, C) scores of held-out pictures,
         return loss
     optimizer.step(closure)
     return log_t.exp().item()
+
+# %% ../nbs/06_beyond.ipynb #b31a0e05
+def calibration_bins(logits: torch.Tensor,  # (N, C) scores, one row per picture
+                     labels: torch.Tensor,  # (N,) true classes
+                     n_bins: int = CALIBRATION_BINS,  # equal bins, (k/n, (k+1)/n]
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    "Each bin of confidence's number of pictures, mean confidence and accuracy (NaN if empty)."
+    confidence, predicted = logits.detach().softmax(dim=1).max(dim=1)
+    correct = predicted.eq(labels).to(confidence.dtype)
+    bins = (confidence * n_bins).ceil().long().clamp(1, n_bins) - 1
+    counts = torch.bincount(bins, minlength=n_bins)
+    mean_confidence = torch.bincount(bins, weights=confidence, minlength=n_bins) / counts
+    accuracy_in_bin = torch.bincount(bins, weights=correct, minlength=n_bins) / counts
+    return counts, mean_confidence, accuracy_in_bin

@@ -1,13 +1,16 @@
 """The sweep of the "Beyond the tutorial" page, and the results the page reads (what `make beyond` runs).
 
-1. `fashion-nb batch` runs the ablation of sweeps/beyond.yaml into runs/beyond/: each setting with three seeds,
-   every run ranked on the same 10,000 held-out training images.
-2. The batch's own `choose` picks the setting with the best mean validation accuracy.
-3. The chosen setting runs once more, seed 0, with as many epochs as fit in ten minutes at the pace of its slowest
+1. sweeps/beyond.yaml is checked first: each setting after the first copies an earlier one, its parent
+   (`<<: *name`), and changes exactly one setting of it; otherwise nothing runs.
+2. `fashion-nb batch` runs its ablation into runs/beyond/: each setting with three seeds, every run ranked on the
+   same 10,000 held-out training images.
+3. The batch's own `choose` picks the setting with the best mean validation accuracy.
+4. The chosen setting runs once more, seed 0, with as many epochs as fit in ten minutes at the pace of its slowest
    epoch in the sweep, less 5 % (runs/beyond-long/).
-4. nbs/results/beyond/ gets what the page shows: runs.json (a row a run: its setting, validation accuracy, training
-   seconds and validation curve; the test accuracy only where the page reads it: the chosen setting, the long run
-   and the tutorial's settings it is compared with) and the seed-0 models of the tutorial's setting and the chosen.
+5. nbs/results/beyond/ gets what the page shows: runs.json (a row a run: its setting, its parent step and what it
+   changed from it, validation accuracy, training seconds and validation curve; the test accuracy only where the
+   page reads it: the chosen setting, the long run and the tutorial's settings it is compared with) and the
+   seed-0 models of the tutorial's setting and the chosen.
 
     .venv/bin/python scripts/beyond.py [--long-epochs N]
 """
@@ -18,6 +21,7 @@ import signal
 from pathlib import Path
 
 from fashion_nb.batch import BatchInterrupted, run_batch, with_defaults
+from fashion_nb.beyond import RECIPE, ablation_problems, changed_settings
 from fashion_nb.cli import _stop_as_ctrl_c
 from fashion_nb.core import atomic_path
 from fashion_nb.grid import parse_grid
@@ -28,15 +32,43 @@ from fashion_nb.run import _declared_defaults
 ROOT = Path(__file__).resolve().parent.parent
 SWEEP = ROOT/'sweeps'/'beyond.yaml'
 RESULTS = ROOT/'nbs'/'results'/'beyond'
-PARAMS = ('model', 'epochs', 'batch_size', 'lr', 'schedule', 'weight_decay', 'precision', 'augment', 'max_shift',
-          'label_smoothing', 'flip_scores')  # what a setting of the sweep is made of; the rest (seed, data, threads) is the same for all
+PARAMS = RECIPE  # what a setting of the sweep is made of; the rest (seed, data, threads) is the same for all
+MERGE = 'tag:yaml.org,2002:merge'  # the tag of YAML's `<<` key
 LONG_SECONDS = 600  # the training budget of the long run
 
 
-def changes(full: list[dict]) -> list[str]:
-    "What each setting of the ablation changes from the one before it, as `name=value` text."
-    return ["the tutorial's settings" if i == 0 else
-            ', '.join(f"{k}={v}" for k, v in now.items() if full[i - 1][k] != v) for i, now in enumerate(full)]
+def sweep_parents(yaml_file: Path = SWEEP) -> list[int | None]:
+    "Each setting's parent: the index of the earlier setting it copies with `<<: *name`; None where it copies none."
+    import yaml
+    try: items = yaml.compose(Path(yaml_file).read_text(), Loader=yaml.SafeLoader).value
+    except (OSError, yaml.YAMLError) as e: raise SystemExit(f"beyond: {yaml_file}: cannot be read ({type(e).__name__})") from None
+    parents = []
+    for i, item in enumerate(items):
+        copied = [value for key, value in item.value if key.tag == MERGE]
+        if len(copied) > 1 or any(not any(value is earlier for earlier in items[:i]) for value in copied):
+            raise SystemExit(f"beyond: {yaml_file}: setting {i} must copy one earlier setting, by `<<: *name`")
+        parents.append(next(j for j, earlier in enumerate(items[:i]) if earlier is copied[0]) if copied else None)
+    return parents
+
+
+def sweep_steps(yaml_file: Path = SWEEP, pairs=()) -> tuple[list[dict], list[dict]]:
+    "The sweep's grids, as `run_batch` takes them, and its steps: each setting as the runs have it, and its parent."
+    defaults, grids = _declared_defaults(None), parse_grid(pairs, yaml_file=yaml_file)
+    if not isinstance(grids, list): raise SystemExit(f"beyond: {yaml_file}: an ablation is a list of settings")
+    settings = [{**{k: [defaults[k]] for k in PARAMS if k not in g}, **g}  # every run's row then names them all
+                for g in with_defaults(grids)]
+    several = [f"setting {i}: {k}" for i, g in enumerate(settings) for k in PARAMS if len(g[k]) > 1]
+    if several: raise SystemExit(f"beyond: a setting of the ablation takes one value of each name: {'; '.join(several)}")
+    full = [{k: g[k][0] for k in PARAMS} for g in settings]
+    steps = [{'step': i, 'setting': f, 'parent': p} for i, (f, p) in enumerate(zip(full, sweep_parents(yaml_file)))]
+    return settings, steps
+
+
+def changes(steps: list[dict]) -> list[str]:
+    "What each step of the ablation changes from its parent, as `name=value` text."
+    return ["the tutorial's settings" if s['parent'] is None else
+            ', '.join(f"{k}={s['setting'][k]}" for k in changed_settings(s['setting'], steps[s['parent']]['setting']))
+            for s in steps]
 
 
 def command_params(row: dict) -> dict:
@@ -46,10 +78,10 @@ def command_params(row: dict) -> dict:
     return {k: row[k] for k in names if row[k] != defaults[k]}
 
 
-def page_row(row: dict, step: int, change: str, with_test: bool) -> dict:
-    "A run's row for the page: its setting, seed and measurements, with its test accuracy only when the page reads it."
+def page_row(row: dict, step: int, parent: int | None, change: str, with_test: bool) -> dict:
+    "A run's row for the page: its setting, its parent step, seed and measurements, with its test accuracy only when the page reads it."
     metrics = finished_metrics(run_folder(row))
-    return {'step': step, 'change': change, **{k: row[k] for k in PARAMS}, 'seed': row['seed'],
+    return {'step': step, 'parent': parent, 'change': change, **{k: row[k] for k in PARAMS}, 'seed': row['seed'],
             'val_accuracy': metrics['val_accuracy'], 'train_seconds': metrics['seconds']['train'], 'threads': metrics['threads'],
             'valid_curve': [h['valid_accuracy'] for h in metrics['history']],
             **({'test_accuracy': metrics['test_accuracy'], 'confusion_matrix': metrics['confusion_matrix']}
@@ -57,7 +89,9 @@ def page_row(row: dict, step: int, change: str, with_test: bool) -> dict:
 
 
 def main(long_epochs: int | None = None, pairs=(), out: Path = ROOT/'runs', results_dir: Path = RESULTS):
-    settings = parse_grid(pairs, yaml_file=SWEEP)
+    settings, steps = sweep_steps(SWEEP, pairs)
+    broken = ablation_problems(steps)
+    if broken: raise SystemExit(f"beyond: {SWEEP.name} is not an ablation of one change a step: " + '; '.join(broken))
     rows = run_batch(settings, out/'beyond', workers=1)
     table = compare_settings(rows)
     print('\n'.join(report(table, rows)))
@@ -73,23 +107,23 @@ def main(long_epochs: int | None = None, pairs=(), out: Path = ROOT/'runs', resu
     long_rows = run_batch({**long_params, 'epochs': [long_epochs]}, out/'beyond-long', workers=1)
     if long_rows[0]['status'] not in ('done', 'skipped'): raise SystemExit(f"beyond: the long run failed: {long_rows[0]['reason']}")
 
-    full = [{k: setting[k][0] for k in PARAMS} for setting in with_defaults(settings)]  # as the runs had them
-    labels = changes(full)
-    def step(row): return next(i for i, f in enumerate(full) if all(row[k] == f[k] for k in PARAMS))
+    labels = changes(steps)
+    def step(row): return next(s['step'] for s in steps if all(row[k] == s['setting'][k] for k in PARAMS))
     runs = []
     for r in sorted(rows, key=lambda r: (step(r), r['seed'])):
         i = step(r)
-        runs.append(page_row(r, i, labels[i], with_test=r['run'] in chosen_runs or r['model'] == 'tutorial'))
-    long_run = page_row(long_rows[0], len(settings), f"the chosen setting, epochs={long_epochs}", with_test=True)
+        runs.append(page_row(r, i, steps[i]['parent'], labels[i], with_test=r['run'] in chosen_runs or i == 0))
+    long_run = page_row(long_rows[0], len(settings), step(seed0), f"the chosen setting, epochs={long_epochs}",
+                        with_test=True)
 
     results_dir.mkdir(parents=True, exist_ok=True)
     results = {'sweep': SWEEP.relative_to(ROOT).as_posix(), 'chosen_step': step(seed0), 'runs': runs, 'long_run': long_run,
                'command_params': command_params(seed0)}
     text = json.dumps(results, indent=1)
-    for run in (*runs, long_run):  # a line a run: a diff then shows which runs changed
-        text = text.replace(json.dumps(run, indent=1).replace('\n', '\n  '), json.dumps(run), 1)
+    for run, depth in (*((run, 2) for run in runs), (long_run, 1)):  # a line a run: a diff then shows which runs changed
+        text = text.replace(json.dumps(run, indent=1).replace('\n', '\n' + ' ' * depth), json.dumps(run), 1)
     with atomic_path(results_dir/'runs.json') as tmp: tmp.write_text(text + '\n')
-    tutorial0 = next(r for r in rows if r['model'] == 'tutorial' and r['seed'] == 0)
+    tutorial0 = next(r for r in rows if step(r) == 0 and r['seed'] == 0)
     for name, row in (('tutorial.pt', tutorial0), ('better.pt', seed0)):
         with atomic_path(results_dir/name) as tmp: shutil.copyfile(run_folder(row)/'model.pt', tmp)
     print(f"beyond: {len(runs)} runs and the long run in {results_dir}/runs.json; "

@@ -1,0 +1,108 @@
+"""The ablation of the "Beyond the tutorial" page changes one setting a step: sweeps/beyond.yaml, expanded as
+scripts/beyond.py expands it, and the committed results in nbs/results/beyond/runs.json once they come from it."""
+import importlib.util
+import json
+
+import pytest
+
+from fashion_nb.beyond import ablation_problems, ablation_steps
+from fashion_nb.core import project_root
+
+ROOT = project_root()
+RESULTS = ROOT/'nbs'/'results'/'beyond'/'runs.json'
+spec = importlib.util.spec_from_file_location('beyond_script', ROOT/'scripts'/'beyond.py')
+beyond = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(beyond)
+
+# the file's first two settings before it named parents: step 1 changed the network and three of its training settings
+OLD_START = """- &tutorial {model: tutorial, epochs: 5, batch_size: 100, lr: 0.01, limit: 0, val_size: 10000,
+             threads: 2, quiet: true, seed: [0, 1, 2]}
+- &bigger {<<: *tutorial, model: better, epochs: 7, batch_size: 128, lr: 0.001}
+- &scheduled {<<: *bigger, schedule: one-cycle, lr: 0.005}
+- {<<: *scheduled, weight_decay: 0.05}
+"""
+
+
+def test_every_step_of_the_sweep_changes_one_setting_of_its_parent():
+    _, steps = beyond.sweep_steps()
+    assert ablation_problems(steps) == []
+    assert steps[0]['parent'] is None and all(s['parent'] < s['step'] for s in steps[1:])
+
+
+def test_the_sweep_isolates_what_the_page_credits():
+    "The steps the page needs: the network changed alone, rate and schedule apart, mirror averaging without mirror training."
+    _, steps = beyond.sweep_steps()
+    def changed(step): return beyond.changes(steps)[step['step']]
+    network = next((s for s in steps if changed(s) == 'model=better'), None)
+    assert network, "no step changes the network alone"
+    assert steps[network['parent']]['setting']['model'] == 'tutorial'
+    rates = [s for s in steps if s['setting']['model'] == 'better' and s['setting']['schedule'] == 'constant'
+             and changed(s).startswith('lr=')]
+    schedules = [s for s in steps if changed(s) == 'schedule=one-cycle']
+    assert rates and schedules
+    assert any(s['setting']['flip_scores'] and not s['setting']['augment'] and changed(s) == 'flip_scores=True'
+               for s in steps)
+
+
+def test_a_step_of_several_changes_or_none_is_refused(tmp_path):
+    "The check can fail: the file's old start, a setting that copies nothing, and one that copies two."
+    old = tmp_path/'old.yaml'
+    old.write_text(OLD_START)
+    _, steps = beyond.sweep_steps(old)
+    assert ablation_problems(steps) == ['step 1 changes 4 settings from step 0: model, epochs, batch_size, lr',
+                                        'step 2 changes 2 settings from step 1: lr, schedule']
+    orphan = tmp_path/'orphan.yaml'
+    orphan.write_text("- {model: tutorial, seed: 0}\n- {model: better, seed: 0}\n")
+    _, steps = beyond.sweep_steps(orphan)
+    assert ablation_problems(steps) == ["step 1: its parent None is not an earlier step"]
+    two = tmp_path/'two.yaml'
+    two.write_text("- &a {model: tutorial}\n- &b {epochs: 2}\n- {<<: [*a, *b], lr: 0.1}\n")
+    with pytest.raises(SystemExit, match='setting 2 must copy one earlier setting'): beyond.sweep_parents(two)
+    single = tmp_path/'single.yaml'
+    single.write_text("{model: tutorial, seed: [0, 1]}\n")
+    with pytest.raises(SystemExit, match='an ablation is a list of settings'): beyond.sweep_steps(single)
+
+
+def runs_problems(runs: list[dict]) -> list[str]:
+    "What is wrong with the page's rows: a step that does not change one setting of its parent, rows not from the sweep's file as it is, a step without three seeds."
+    steps = ablation_steps(runs)
+    found = ablation_problems(steps)
+    _, planned = beyond.sweep_steps()
+    if [(s['setting'], s['parent']) for s in steps] != [(s['setting'], s['parent']) for s in planned]:
+        found.append("the runs come from another version of sweeps/beyond.yaml")
+    labels = beyond.changes(planned)
+    found += [f"step {r['step']} seed {r['seed']}: change {r['change']!r}" for r in runs
+              if r['step'] < len(labels) and r['change'] != labels[r['step']]]
+    return found + [f"step {s['step']}: {s['runs']} seeds" for s in steps if s['runs'] != 3]
+
+
+def test_the_committed_runs_change_one_setting_a_step():
+    runs = json.loads(RESULTS.read_text())['runs']
+    if not all('parent' in r for r in runs):
+        pytest.skip("nbs/results/beyond/runs.json predates the parents of sweeps/beyond.yaml (its runs record no "
+                    "parent step): `make beyond` must run the new file first")
+    assert runs_problems(runs) == []
+
+
+def test_the_runs_check_can_fail():
+    "Rows made from the sweep's file as scripts/beyond.py writes them pass; one seed missing, or one setting changed, do not."
+    _, planned = beyond.sweep_steps()
+    labels = beyond.changes(planned)
+    runs = [{**s['setting'], 'step': s['step'], 'parent': s['parent'], 'change': labels[s['step']], 'seed': seed,
+             'val_accuracy': 0.9 + seed / 1000, 'train_seconds': 1.0} for s in planned for seed in (0, 1, 2)]
+    assert runs_problems(runs) == []
+    assert runs_problems(runs[1:]) == ['step 0: 2 seeds']
+    changed = [{**r, 'epochs': 99} if r['step'] == 2 else r for r in runs]  # step 2 changes batch_size from 1
+    found = runs_problems(changed)
+    assert 'step 2 changes 2 settings from step 1: epochs, batch_size' in found, found
+    assert 'the runs come from another version of sweeps/beyond.yaml' in found, found
+
+
+def test_the_runs_check_finds_a_step_of_several_changes():
+    "The check above can fail: the committed rows, each given the parent the old file had, break the rule at steps 1, 2, 6."
+    runs = json.loads(RESULTS.read_text())['runs']
+    if all('parent' in r for r in runs): pytest.skip("runs.json records parents: the old file's rows are gone")
+    steps = ablation_steps(runs)  # the parent of each: the earlier step it differs from least
+    given = [{**r, 'parent': next(s['parent'] for s in steps if s['step'] == r['step'])} for r in runs]
+    found = ablation_problems(ablation_steps(given))
+    assert [line.split(' changes')[0] for line in found] == ['step 1', 'step 2', 'step 6'], found
