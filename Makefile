@@ -3,7 +3,7 @@ SHELL := /bin/bash
 BIN := .venv/bin
 DEMO_OUT := runs/demo
 
-.PHONY: help setup demo pages beyond test test-slow lab export bench bench-batch bench-gpu docs
+.PHONY: help setup demo pages beyond test test-slow lab export bench bench-batch bench-gpu docs tensorboard-screenshots
 
 help:
 	@echo "make demo   - train at the tutorial's settings on the real data (papermill) into $(DEMO_OUT)/"
@@ -15,6 +15,7 @@ help:
 	@echo "make bench  - time the tutorial's loop against fashion_nb's (11 seeds, ~12 minutes on 2 cores)"
 	@echo "make bench-batch - time 8 small runs with the papermill command against fashion-nb batch (~1 minute on 2 cores)"
 	@echo "make bench-gpu - on a machine with a CUDA GPU: its tests, then training with CUDA graphs against eager steps (gpu.json)"
+	@echo "make tensorboard-screenshots - the TensorBoard page's two screenshots, from a real TensorBoard in headless Chromium (~1 minute)"
 	@echo "make export - notebooks -> fashion_nb/, clean notebook metadata, and the end-to-end notebook's copy in the package"
 	@echo "Each sets itself up first (scripts/setup.sh), saying before each apt-get it runs; NO_APT=1 make ... runs none."
 
@@ -81,6 +82,11 @@ GPU_SEEDS ?= 0 1 2
 bench-gpu: setup
 	$(BIN)/python -m pytest -q tests -k cuda
 	$(BIN)/python bench/gpu.py --seeds $(GPU_SEEDS)
+
+# The TensorBoard page's screenshots (nbs/images/tensorboard_*.png): a tiny sweep's logs shown by a real TensorBoard
+# server on localhost, photographed in headless Chromium
+tensorboard-screenshots: setup
+	$(BIN)/python scripts/tensorboard_screenshots.py
 
 # With Quarto: nbdev's site in _docs/, checked in Chromium. Without: nbdev-proc-nbs, then plain HTML pages.
 docs: setup

@@ -18,7 +18,7 @@ from torch import nn
 from .data import CLASS_NAMES, FashionSplit
 
 # %% auto #0
-__all__ = ['predict_image', 'show_prediction', 'show_feature_maps', 'get_all_preds', 'accuracy', 'show_predictions',
+__all__ = ['predict_image', 'show_prediction', 'show_feature_maps', 'get_all_preds', 'accuracy', 'show_predictions', 'photo_of',
            'as_fashion_mnist']
 
 # %% ../nbs/03_inference.ipynb #ec34b3f7
@@ -140,6 +140,23 @@ def show_predictions(images: torch.Tensor,  # (N, 28, 28) or (N, 1, 28, 28), uin
             spine.set_visible(wrong); spine.set_color('firebrick'); spine.set_linewidth(2.5)
     fig.tight_layout()
     return fig
+
+# %% ../nbs/03_inference.ipynb #d69c5c50
+def photo_of(image: torch.Tensor,  # one (28, 28) uint8 picture of the data set
+             scale: int = 8,  # how many times larger
+             margin: int = 40,  # pixels of background all round
+             seed: int = 0,  # seeds the noise
+            ) -> Image.Image:
+    "A test picture as a reader's photo might show it: large, in colour, on a light background."
+    shade = Image.fromarray(image.numpy()).resize((28 * scale, 28 * scale), Image.BICUBIC)
+    shade = np.asarray(shade, dtype=np.float32)[..., None] / 255  # 1 where the garment is brightest
+    paper, cloth = np.array([236., 226., 206.]), np.array([60., 70., 110.])
+    rgb = paper * (1 - shade) + cloth * shade
+    framed = np.tile(paper, (rgb.shape[0] + 2 * margin, rgb.shape[1] + 2 * margin, 1))
+    framed[margin:-margin, margin:-margin] = rgb
+    framed += np.random.default_rng(seed).normal(0, 3, framed.shape)  # the sensor's noise
+    return Image.fromarray(framed.clip(0, 255).astype(np.uint8))
+
 
 # %% ../nbs/03_inference.ipynb #479b4514
 def as_fashion_mnist(picture: Image.Image | str | Path,  # or its path: any size, colour or grey

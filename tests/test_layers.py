@@ -8,7 +8,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent/'fashion_nb'
 FOUNDATIONS = {'core', 'datafiles'}
 LESSONS = {'data', 'model', 'training', 'inference', 'confusion', 'beyond'}
-ENGINE = {'fast_network', 'engine', 'fused', 'run', 'grid', 'resume', 'sizing', 'worker', 'cluster', 'report', 'batch', 'cli'}
+ENGINE = {'fast_network', 'engine', 'fused', 'run', 'grid', 'resume', 'sizing', 'worker', 'cluster', 'report', 'batch', 'cli', 'predict', 'tensorboard'}
 
 
 def package_imports(source: str) -> set[str]:
