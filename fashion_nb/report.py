@@ -100,15 +100,22 @@ def _write_csv(rows: list[dict], columns: list[str], path: Path | str) -> Path:
     with atomic_path(path) as tmp: tmp.write_text(buffer.getvalue())
     return Path(path)
 
+def _test_read_once(rows: list[dict]) -> list[dict]:
+    "The rows with no test accuracy for runs ranked on a validation split, but for those of the setting `choose` picks."
+    chosen = choose(compare_settings(rows), rows)
+    kept = {id(r) for r in runs_of(chosen, rows)} if chosen else set()
+    return [r if id(r) in kept or not isinstance(r.get('val_accuracy'), float) else {**r, 'test_accuracy': None} for r in rows]
+
 def write_summary(rows: list[dict], path: Path | str) -> Path:
-    "Write the summary rows as CSV, parameters first, atomically."
+    "Write the summary rows as CSV, parameters first, atomically; with a validation split, only the chosen setting's test accuracy."
     params = sorted({k for r in rows for k in r} - set(SUMMARY_COLUMNS))
-    return _write_csv(sorted(rows, key=lambda r: r['run']), ['run', *params, *SUMMARY_COLUMNS[1:]], path)
+    return _write_csv(sorted(_test_read_once(rows), key=lambda r: r['run']), ['run', *params, *SUMMARY_COLUMNS[1:]], path)
 
 def write_settings(table: list[dict], path: Path | str) -> Path:
-    "Write the per-setting table as CSV, best first, atomically."
+    "Write the per-setting table as CSV, best first, atomically; `test_mean` only where a setting has it (the chosen, from `choose`)."
     names = setting_parameters(table[0]) if table else []
-    return _write_csv(table, ['rank', *names, 'runs', 'val_mean', 'val_std'], path)
+    read_once = ['test_mean'] if any(s.get('test_mean') is not None for s in table) else []
+    return _write_csv(table, ['rank', *names, 'runs', 'val_mean', 'val_std', *read_once], path)
 
 _TEXT_COLUMNS = ('run', 'status', 'reason', 'device', 'fingerprint', 'notebook', 'setting')  # never numbers, even when they look it
 
@@ -174,7 +181,8 @@ def write_conclusions(rows: list[dict],  # the summary rows
     "Write settings.csv, report.md and the figures of the summary rows into the batch folder."
     import matplotlib.pyplot as plt
     out, table = Path(out), compare_settings(rows)
-    write_settings(table, out/'settings.csv')
+    chosen = choose(table, rows)  # the first setting, with its test accuracy: the one look at the test split
+    write_settings([chosen, *table[1:]] if chosen else table, out/'settings.csv')
     with atomic_path(out/'report.md') as tmp:
         tmp.write_text('# Batch report\n\n' + '\n'.join(f"- {line}" for line in report(table, rows)) + '\n')
     for name, figure in (('summary.png', plot_settings(rows, table)), ('curves.png', plot_curves(rows, table))):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from pathlib import Path
 
@@ -17,8 +18,8 @@ from .grid import params_key
 from .run import parse_value, run_fingerprint, stale_reason
 
 # %% auto #0
-__all__ = ['SUMMARY_COLUMNS', 'run_name', 'finished_metrics', 'fingerprint_id', 'reason_to_run', 'run_row', 'run_folder',
-           'done_row', 'skipped_row', 'failed_row']
+__all__ = ['RUN_METRICS', 'SUMMARY_COLUMNS', 'run_name', 'metrics_problem', 'MetricsError', 'read_metrics', 'finished_metrics',
+           'fingerprint_id', 'reason_to_run', 'run_row', 'run_folder', 'done_row', 'skipped_row', 'failed_row']
 
 # %% ../nbs/13b_resume.ipynb #68fd2162
 _NAME_LIMIT = 120  # characters of a run's folder name: far below the 255 bytes file systems allow
@@ -34,25 +35,81 @@ def run_name(params: dict) -> str:
     if exact and len(name) <= _NAME_LIMIT: return name
     return f"{name[:_NAME_LIMIT - 13]}_{hashlib.sha256(params_key(params).encode()).hexdigest()[:12]}"
 
+_NUMBER = (int, float)  # a JSON number, finite; true and false are not numbers
+RUN_METRICS = {  # what a batch reads of a run's metrics.json (05_end_to_end writes it, `run_end_to_end` adds the rest):
+    # each field's type; a dict: the fields it holds; a list: its items, at least one; None in a tuple: null or absent
+    'test_accuracy': _NUMBER,
+    'train_accuracy': _NUMBER,
+    'val_accuracy': (*_NUMBER, None),  # null without a validation split
+    'history': [{'accuracy': _NUMBER, 'valid_accuracy': (*_NUMBER, None), 'seconds': (*_NUMBER, None)}],  # an epoch an item
+    'seconds': {'total': _NUMBER, 'train': (*_NUMBER, None)},
+    'threads': (int, None),
+    'device': (str, None),
+    'fingerprint': (dict, None),  # without one the run is stale, not unreadable
+    'start_attempts': (int, None),
+}
+
+def _problem(value, kind, where: str) -> str | None:
+    "What keeps `value` from being `kind` (a part of `RUN_METRICS`), said of the field `where`; None if nothing does."
+    shown = json.dumps(value, default=str)[:40]  # one line, however long or nested the value
+    if isinstance(kind, dict):
+        if not isinstance(value, dict): return f"{where or 'the file'} is {shown}, not an object"
+        for name, part in kind.items():
+            field = f"{where}.{name}" if where else name
+            if name not in value:
+                if isinstance(part, tuple) and None in part: continue
+                return f"{field} is missing"
+            if problem := _problem(value[name], part, field): return problem
+        return None
+    if isinstance(kind, list):
+        if not isinstance(value, list) or not value: return f"{where} is {shown}, not a list of at least one item"
+        return next(filter(None, (_problem(v, kind[0], f"{where}[{i}]") for i, v in enumerate(value))), None)
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if value is None and None in kinds: return None
+    wanted = 'a number' if float in kinds else 'a whole number' if int in kinds else 'text' if str in kinds else 'an object'
+    if isinstance(value, bool) or not isinstance(value, tuple(k for k in kinds if k is not None)):
+        return f"{where} is {shown}, not {wanted}"
+    if isinstance(value, float) and not math.isfinite(value): return f"{where} is {shown}, not a finite number"
+    return None
+
+def metrics_problem(metrics) -> str | None:
+    "What makes `metrics` (a parsed metrics.json) not what a run writes, against `RUN_METRICS`; None when it is."
+    return _problem(metrics, RUN_METRICS, '')
+
+class MetricsError(FashionNBError):
+    "A run's metrics.json is there but is not what a run writes: the run has to run again."
+
+def read_metrics(run_dir: Path | str) -> dict | None:
+    "The metrics of a run that completed in `run_dir`; None without a metrics.json; `MetricsError` if it is not a run's."
+    try: text = (Path(run_dir)/'metrics.json').read_text()
+    except (FileNotFoundError, NotADirectoryError): return None
+    except (OSError, UnicodeDecodeError) as e:  # there, but not to be read: a folder, no permission, not text
+        raise MetricsError(f"unreadable metrics ({getattr(e, 'strerror', None) or type(e).__name__})") from None
+    try: metrics = json.loads(text)
+    except ValueError: raise MetricsError("unreadable metrics (not JSON)") from None
+    if problem := metrics_problem(metrics): raise MetricsError(f"unreadable metrics ({problem})")
+    return metrics
+
 def finished_metrics(run_dir: Path | str) -> dict | None:
-    "The metrics of a run that completed in `run_dir`, read from its `metrics.json`; None if it has not completed."
-    try: return json.loads((Path(run_dir)/'metrics.json').read_text())
-    except (OSError, ValueError): return None
+    "The metrics of a run that completed in `run_dir`, read from its `metrics.json`; None if it has not completed, or they are not a run's."
+    try: return read_metrics(run_dir)
+    except MetricsError: return None
 
 def fingerprint_id(fingerprint: dict | None) -> str:
     "A short name for a fingerprint, for the summary table."
     return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:12] if fingerprint else ''
 
 def _ignoring_threads(fingerprint: dict | None) -> dict | None:
-    if not fingerprint: return fingerprint
+    if not fingerprint or not isinstance(fingerprint.get('params'), dict): return fingerprint  # stale_reason judges it
     return {**fingerprint, 'params': {k: v for k, v in fingerprint['params'].items() if k != 'threads'}}
 
 def reason_to_run(params: dict,  # the run's parameters, as the grid gives them
                   batch_dir: Path | str,  # the batch folder
                   notebook: Path | str | None = None,  # default: the project's end-to-end notebook
                  ) -> str | None:
-    "Why the run must run: 'not run yet', or 'stale: ' and what changed; None when it finished with the fingerprint it would have now."
-    metrics = finished_metrics(Path(batch_dir)/run_name(params))
+    "Why the run must run: 'not run yet', 'stale: ' and what changed, or 'unreadable metrics (why): rerun'; None when it finished with the fingerprint it would have now."
+    try: metrics = read_metrics(Path(batch_dir)/run_name(params))
+    except MetricsError as e: return f"{e}: rerun"
     if metrics is None: return 'not run yet'
     expected = run_fingerprint({'quiet': True, **params}, notebook)
     reason = stale_reason(_ignoring_threads(metrics.get('fingerprint')), _ignoring_threads(expected))
@@ -72,7 +129,8 @@ def run_folder(row: dict) -> Path:
     return Path(row['notebook']).parent
 
 def _measured(metrics: dict) -> dict:
-    "The summary's columns taken from a run's metrics."
+    "The summary's columns taken from a run's metrics; `MetricsError` if they are not a run's."
+    if problem := metrics_problem(metrics): raise MetricsError(f"unreadable metrics ({problem})")
     return {'val_accuracy': metrics.get('val_accuracy'), 'test_accuracy': metrics['test_accuracy'],
             'final_train_accuracy': metrics['history'][-1]['accuracy'], 'train_accuracy': metrics['train_accuracy'],
             'threads': metrics.get('threads'), 'device': metrics.get('device'),
@@ -83,8 +141,11 @@ def done_row(row: dict,  # from `run_row`
              metrics: dict,  # what the run measured
              reason: str,  # why it ran: from `reason_to_run`, or 'forced'
             ) -> dict:
-    "The summary row of a run that finished in this call; its reason says what was stale, if anything was."
-    return {**row, **_measured(metrics), 'status': 'done', 'reason': f"was {reason}" if reason.startswith('stale') else ''}
+    "The summary row of a run that finished in this call, its reason saying what was stale or unreadable; failed if its metrics are not a run's."
+    try: measured = _measured(metrics)
+    except MetricsError as e: return failed_row(row, e)  # the notebook wrote them: a later batch reruns it
+    said = f"was {reason}" if reason.startswith('stale') else reason if reason.startswith('unreadable') else ''
+    return {**row, **measured, 'status': 'done', 'reason': said}
 
 def skipped_row(params: dict, batch_dir: Path | str) -> dict:
     "The summary row of a run that finished in an earlier call, from its `metrics.json`."

@@ -10,31 +10,84 @@ from __future__ import annotations
 import math
 import os
 import platform
+import re
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 # %% auto #0
-__all__ = ['KEPT_KERNEL_MEMORY', 'usable_cpus', 'available_memory', 'runs_at_once', 'threads_per_run', 'default_workers',
-           'worker_gpus']
+__all__ = ['KEPT_KERNEL_MEMORY', 'cgroup_folders', 'usable_cpus', 'available_memory', 'runs_at_once', 'threads_per_run',
+           'default_workers', 'worker_gpus']
 
 # %% ../nbs/13c_sizing.ipynb #c3d0c006
 KEPT_KERNEL_MEMORY = int(1.3 * 2**30)  # bytes a worker's kept kernel holds: 1.23 GiB resident, measured in the test suite
 
-def _cgroup_cpus(cpu_max: str) -> int | None:
-    "CPUs a cgroup v2 `cpu.max` ('QUOTA PERIOD', or 'max PERIOD' for no limit) allows, rounded up; None without a limit."
-    parts = cpu_max.split()
-    if len(parts) != 2 or parts[0] == 'max': return None
-    try: quota, period = int(parts[0]), int(parts[1])
-    except ValueError: return None
-    return max(1, math.ceil(quota / period)) if quota > 0 and period > 0 else None
+def _read(path: Path) -> str | None:
+    try: return path.read_text().strip()
+    except (OSError, UnicodeDecodeError): return None
 
-def usable_cpus(cgroup: Path | str = '/sys/fs/cgroup',  # where this process's cgroup (v2) shows its limits
+def _mounts(mountinfo: str) -> list[tuple[str, set[str], str, str]]:
+    "The cgroup file systems of a /proc/self/mountinfo: (type, controllers, the group at its root, where it is mounted)."
+    found = []
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if '-' not in fields[6:] or len(fields) < 10: continue
+        sep = fields.index('-', 6)
+        if len(fields) < sep + 4 or fields[sep + 1] not in ('cgroup', 'cgroup2'): continue
+        # the kernel writes a space in a path as \040
+        point = re.sub(r'\\([0-7]{3})', lambda m: chr(int(m[1], 8)), fields[4])
+        found.append((fields[sep + 1], set(fields[sep + 3].split(',')), fields[3], point))
+    return found
+
+def cgroup_folders(controller: str,  # 'cpu' or 'memory'
+                   cgroup: Path | str = '/sys/fs/cgroup',  # where cgroups are mounted: the folders used when /proc says nothing
+                   proc: Path | str = '/proc/self',  # this process's /proc: its `cgroup` and `mountinfo`
+                  ) -> list[Path]:
+    "The folders of this process's cgroup for `controller`, v1 or v2: its own group's first, then each parent up to the root."
+    lines, mounts = _read(Path(proc)/'cgroup'), _mounts(_read(Path(proc)/'mountinfo') or '')
+    groups = {}  # controller ('' for v2's one hierarchy) -> this process's group in it
+    for line in (lines or '').splitlines():
+        _, names, group = line.split(':', 2) if line.count(':') >= 2 else ('', 'invalid', '')
+        for name in names.split(',') if names else ['']: groups[name] = group
+    # a v1 hierarchy with the controller wins over v2, which then holds it in none of its groups (a hybrid host)
+    for kind, key in (('cgroup', controller), ('cgroup2', '')):
+        if key not in groups: continue
+        for fs, options, root, point in mounts:
+            if fs != kind or (kind == 'cgroup' and controller not in options): continue
+            group = PurePosixPath(groups[key])
+            inside = group.is_relative_to(root) and '..' not in group.parts
+            folder = Path(point, *group.relative_to(root).parts) if inside else Path(point)
+            return [folder, *[p for p in folder.parents if p.is_relative_to(point)]]
+    return [Path(cgroup), Path(cgroup)/controller]  # no /proc (not Linux) or no cgroup there: the usual places
+
+def _number(*texts: str | None) -> int | None:
+    "The first of `texts` that is a whole number; None if none is ('max' is no limit, None a missing file)."
+    for text in texts:
+        try: return int(text)
+        except (TypeError, ValueError): continue
+    return None
+
+def _cpu_quota(folder: Path) -> int | None:
+    "CPUs a cgroup's quota allows (v2 `cpu.max`, v1 `cpu.cfs_quota_us` every `cpu.cfs_period_us`), rounded up; None without one."
+    both = (_read(folder/'cpu.max') or '').split()
+    quota, period = (_number(both[0]), _number(both[1])) if len(both) == 2 else \
+                    (_number(_read(folder/'cpu.cfs_quota_us')), _number(_read(folder/'cpu.cfs_period_us')))
+    return max(1, math.ceil(quota / period)) if quota and period and quota > 0 and period > 0 else None  # v1: -1, no limit
+
+def _memory_left(folder: Path) -> int | None:
+    "Bytes a cgroup's memory limit (v2 `memory.max`, v1 `memory.limit_in_bytes`) leaves beside its use; None without one."
+    limit = _number(_read(folder/'memory.max'), _read(folder/'memory.limit_in_bytes'))
+    used = _number(_read(folder/'memory.current'), _read(folder/'memory.usage_in_bytes')) or 0
+    return max(0, limit - used) if limit is not None else None
+
+def _tightest(values) -> int | None: return min((v for v in values if v is not None), default=None)
+
+def usable_cpus(cgroup: Path | str = '/sys/fs/cgroup',  # where cgroups are mounted, read when /proc says nothing
+                proc: Path | str = '/proc/self',  # this process's /proc, which names its cgroup
                ) -> int:
-    "CPUs this process may use: those its affinity allows, where the system has one, no more than its cgroup's CPU quota."
+    "CPUs this process may use: those its affinity allows, where the system has one, no more than its cgroups' CPU quotas."
     try: cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError): cpus = os.cpu_count() or 1  # macOS has no affinity to ask
-    try: quota = _cgroup_cpus((Path(cgroup)/'cpu.max').read_text())
-    except OSError: quota = None
+    quota = _tightest(map(_cpu_quota, cgroup_folders('cpu', cgroup, proc)))
     return max(1, min(cpus, quota or cpus))
 
 def _mem_available(meminfo: str) -> int | None:
@@ -44,19 +97,17 @@ def _mem_available(meminfo: str) -> int | None:
     return None
 
 def available_memory(meminfo: Path | str = '/proc/meminfo',  # Linux's account of its memory
-                     cgroup: Path | str = '/sys/fs/cgroup',  # where this process's cgroup (v2) shows its limits
+                     cgroup: Path | str = '/sys/fs/cgroup',  # where cgroups are mounted, read when /proc says nothing
+                     proc: Path | str = '/proc/self',  # this process's /proc, which names its cgroup
                     ) -> int | None:
-    "Bytes of memory new processes can have now: Linux's MemAvailable, or macOS's physical memory; within the cgroup's limit. None where unknown."
+    "Bytes of memory new processes can have now: Linux's MemAvailable, or macOS's physical memory; within what its cgroups' limits leave. None where unknown."
     try: available = _mem_available(Path(meminfo).read_text())
     except (OSError, ValueError): available = None
     if available is None:  # macOS gives no figure of the memory available: its physical memory, which it compresses and swaps
         try: available = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
         except (AttributeError, ValueError, OSError): return None
-    try:
-        limit = (Path(cgroup)/'memory.max').read_text().strip()
-        if limit != 'max': available = min(available, max(0, int(limit) - int((Path(cgroup)/'memory.current').read_text())))
-    except (OSError, ValueError): pass  # no cgroup limit to read
-    return available
+    left = _tightest(map(_memory_left, cgroup_folders('memory', cgroup, proc)))
+    return available if left is None else min(available, left)
 
 # %% ../nbs/13c_sizing.ipynb #c3d0c008
 def _cuda_gpus() -> int:
