@@ -103,7 +103,9 @@ def _hparams(params: dict, metrics: dict, history: list[dict]) -> tuple[dict, di
     "The settings and the results of a run, as HParams takes them."
     settings = {k: str(v) if isinstance(v, bool) else v  # torch would write a bool as a number (it is an int)
                 for k, v in params.items() if k not in NOT_HPARAMS and v is not None}
-    results = {f'result/{k}': float(metrics[k]) for k in RESULTS if metrics.get(k) is not None}
+    # with a validation split a sweep is compared on it: the test split is read once, for the chosen setting
+    shown = [k for k in RESULTS if not (k == 'test_accuracy' and metrics.get('val_accuracy') is not None)]
+    results = {f'result/{k}': float(metrics[k]) for k in shown if metrics.get(k) is not None}
     results['result/train_seconds'] = float(sum(h['seconds'] for h in history))
     return settings, results
 
