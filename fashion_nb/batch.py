@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import os
 import random
 import sys
 from collections.abc import Callable
@@ -27,7 +28,8 @@ from .sizing import default_workers, threads_per_run, worker_gpus
 from .worker import local_pool, run_one
 
 # %% auto #0
-__all__ = ['DEFAULT_VAL_SIZE', 'BatchOptions', 'with_defaults', 'planned_runs', 'run_batch', 'BatchInterrupted', 'batch_main']
+__all__ = ['DEFAULT_VAL_SIZE', 'LOCK_FILE', 'BatchOptions', 'with_defaults', 'planned_runs', 'run_batch', 'BatchInterrupted',
+           'BatchBusy', 'batch_lock', 'batch_main']
 
 # %% ../nbs/13_batch.ipynb #70052aae
 DEFAULT_VAL_SIZE = 10000  # training images a batch puts aside for validation unless its grid says otherwise
@@ -91,26 +93,58 @@ def run_batch(grid: dict[str, list] | list[dict[str, list]],  # parameter name t
     try: out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ParamError(f"--out {out} cannot be used as a folder ({'it is a file' if out.is_file() else e.strerror})") from None
-    clear_stale_temporaries(out)  # left by a batch killed midway
-    collected = _Collected(out, len(runs), options.progress)
-    try:
-        with collected:
-            pending = []
-            for params in runs:  # finished runs are collected here, without starting a worker
-                if not options.force and reason_to_run(params, out, options.notebook) is None: collected.add(skipped_row(params, out))
-                else: pending.append(params)
-            if pending: _run_pending(pending, grid, out, options, collected)
-    except KeyboardInterrupt:
-        write_summary(collected.rows, out/'summary.csv')  # what finished is kept, and the same command resumes from it
-        counts = collected.counts
-        raise BatchInterrupted(f"interrupted: {counts['done'] + counts['skipped']} of {len(runs)} runs finished, "
-                               f"{counts['failed']} failed, in {out/'summary.csv'}; the same command runs the rest") from None
-    write_summary(collected.rows, out/'summary.csv')
-    write_conclusions(collected.rows, out)
+    with batch_lock(out):  # from here to the end: one batch a folder
+        clear_stale_temporaries(out)  # left by a batch killed midway
+        collected = _Collected(out, len(runs), options.progress)
+        try:
+            with collected:
+                pending = []
+                for params in runs:  # finished runs are collected here, without starting a worker
+                    if not options.force and reason_to_run(params, out, options.notebook) is None: collected.add(skipped_row(params, out))
+                    else: pending.append(params)
+                if pending: _run_pending(pending, grid, out, options, collected)
+        except KeyboardInterrupt:
+            write_summary(collected.rows, out/'summary.csv')  # what finished is kept, and the same command resumes from it
+            counts = collected.counts
+            raise BatchInterrupted(f"interrupted: {counts['done'] + counts['skipped']} of {len(runs)} runs finished, "
+                                   f"{counts['failed']} failed, in {out/'summary.csv'}; the same command runs the rest") from None
+        write_summary(collected.rows, out/'summary.csv')
+        write_conclusions(collected.rows, out)
     return sorted(collected.rows, key=lambda r: r['run'])
 
 class BatchInterrupted(FashionNBError):
     "The batch was interrupted (Ctrl-C): the runs not started were cancelled, those running here stopped."
+
+class BatchBusy(FashionNBError):
+    "Another batch is running into the same folder."
+
+LOCK_FILE = '.batch.lock'  # in the batch folder while a batch runs; it holds that batch's process id
+
+@contextlib.contextmanager
+def batch_lock(out: Path):
+    "Hold the batch folder `out` for this process meanwhile; `BatchBusy` at once while another process holds it."
+    try: import fcntl
+    except ImportError: yield; return  # Windows: no lock
+    path = Path(out)/LOCK_FILE
+    while True:
+        try: fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e: raise ParamError(f"--out {out} cannot be written ({e.strerror})") from None
+        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the system drops it when its holder ends, killed or not
+        except BlockingIOError:
+            holder = os.pread(fd, 20, 0).decode(errors='replace').strip() or 'unknown'
+            os.close(fd)
+            raise BatchBusy(f"--out {out} is in use by another batch (PID {holder}); wait for it to end, "
+                            "or give another folder") from None
+        # the holder removes the file as it ends: a lock on the file it removed, opened just before, holds nothing
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.samestat(os.fstat(fd), os.stat(path)): break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0); os.write(fd, f"{os.getpid()}\n".encode())  # for the refusal's message only: the lock is the flock
+        yield
+    finally:
+        with contextlib.suppress(OSError): path.unlink()  # before the lock goes, so that the next batch finds no file, or its own
+        os.close(fd)
 
 # %% ../nbs/13_batch.ipynb #a7b0c001
 class _Collected:

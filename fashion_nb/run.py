@@ -27,7 +27,7 @@ from .core import DeviceError, FashionNBError, checkout_root, project_root, writ
 # %% auto #0
 __all__ = ['MODELS', 'SCHEDULES', 'END_TO_END', 'PACKAGED_END_TO_END', 'ParamError', 'temporary_out_dir', 'check_params',
            'end_to_end_notebook', 'RunError', 'parse_value', 'callers_folder', 'notebook_parameters', 'check_names',
-           'run_fingerprint', 'stale_reason', 'kernel_config', 'run_end_to_end']
+           'package_digest', 'run_fingerprint', 'stale_reason', 'kernel_config', 'run_end_to_end']
 
 # %% ../nbs/12_run.ipynb #a634b105
 class ParamError(FashionNBError, ValueError):
@@ -171,11 +171,14 @@ def _code_digest(notebook: Path) -> str:
     sources = [''.join(c['source']) if isinstance(c['source'], list) else c['source'] for c in cells if c['cell_type'] == 'code']
     return hashlib.sha256('\0'.join(sources).encode()).hexdigest()
 
-def _package_digest() -> str:
-    "SHA-256 of the installed package's modules, each name with its content."
-    import fashion_nb
+def package_digest(folder: Path | str | None = None,  # the package's folder; default: the installed fashion_nb's
+                  ) -> str:
+    "SHA-256 of a package's modules, each name with its content."
+    if folder is None:
+        import fashion_nb
+        folder = Path(fashion_nb.__file__).parent
     digest = hashlib.sha256()
-    for module in sorted(Path(fashion_nb.__file__).parent.glob('*.py'), key=lambda p: p.name):
+    for module in sorted(Path(folder).glob('*.py'), key=lambda p: p.name):
         source = module.read_bytes()
         digest.update(f"{module.name}\0{len(source)}\0".encode())
         digest.update(source)
@@ -189,12 +192,13 @@ def _git_commit() -> str | None:
 
 def run_fingerprint(parameters: dict,  # the run's overrides of the notebook's parameters
                     notebook: Path | str | None = None,  # default: the project's end-to-end notebook
+                    package: str | None = None,  # the package's digest as the run's kernel imported it; None: of the files now
                    ) -> dict:
     "What decides a run's results: its full parameters, digests of the notebook's code and of the package; and the commit."
     defaults = _declared_defaults(notebook)  # refuses a missing notebook
     params = {**defaults, **parameters}
     return {'params': {name: params[name] for name in sorted(params) if name not in _NOT_RESULTS},
-            'notebook': _code_digest(notebook or end_to_end_notebook()), 'package': _package_digest(),
+            'notebook': _code_digest(notebook or end_to_end_notebook()), 'package': package or package_digest(),
             'commit': _git_commit()}
 
 # %% ../nbs/12_run.ipynb #1f86bb58
@@ -266,13 +270,14 @@ def run_end_to_end(out_dir: Path | str,  # the folder for the executed notebook 
     _whole('start_timeout', start_timeout, 1); _whole('start_attempts', start_attempts, 1)
     if timeout is not None: _whole('timeout', timeout, 1)  # nbclient reads 0 or less as no limit at all
     if 'data_dir' in parameters: parameters['data_dir'] = callers_folder(parameters['data_dir'])
-    fingerprint = run_fingerprint(parameters, notebook)  # of what is about to run
     out_dir = Path(out_dir).resolve()
     try: out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e: raise ParamError(f"out_dir {str(out_dir)!r} cannot be created ({e.strerror})") from None
     executed, partial = out_dir/'end_to_end.ipynb', out_dir/'.end_to_end.partial.ipynb'  # papermill warns unless .ipynb
     for stale in (out_dir/'metrics.json', partial): stale.unlink(missing_ok=True)  # an earlier run's, killed or finished
-    if kernel is not None: kernel.reset(); kernel.runs += 1
+    if kernel is not None: kernel.reset(); kernel.runs += 1  # restarted first if the package changed since it imported it
+    # of what is about to run: a kept kernel's package is what it imported, whatever the files hold now
+    fingerprint = run_fingerprint(parameters, notebook, kernel.package if kernel is not None else None)
     log, restated = logging.getLogger('papermill'), _RestatedErrors()
     for attempt in range(1, start_attempts + 1):
         if attempt > 1: time.sleep(2 ** (attempt - 2))  # 1 s, 2 s, 4 s...: time for a busy machine to settle

@@ -7,11 +7,14 @@ Docs: https://fashion-nb.github.io/fashion_nb/worker.html.md"""
 # %% ../nbs/13d_worker.ipynb #d4c0c003
 from __future__ import annotations
 
+import ast
 import contextlib
+import ctypes
 import importlib
 import multiprocessing.util
 import os
 import queue
+import signal
 import sys
 import tempfile
 import threading
@@ -22,7 +25,7 @@ from pathlib import Path
 
 from .core import clear_stale_temporaries, project_root
 from .resume import done_row, failed_row, reason_to_run, run_folder, run_row, skipped_row
-from .run import RunError, kernel_config, run_end_to_end
+from .run import RunError, kernel_config, package_digest, run_end_to_end
 
 # %% auto #0
 __all__ = ['KeptKernel', 'run_one', 'local_pool']
@@ -37,22 +40,36 @@ class KeptKernel:
     RESET = ("import matplotlib.pyplot, torch\n"
              "matplotlib.pyplot.close('all'); torch.use_deterministic_algorithms(False); torch.set_num_threads({threads})\n"
              "%reset -f")  # every name, these included; it ends with a garbage collection
+    _live = set()  # this process's kernels from their start to their shutdown: what a worker ending at once kills
 
     def __init__(self, start_timeout: int = 60):
-        from jupyter_client.manager import AsyncKernelManager  # the kind papermill's client drives, timeouts included
         from jupyter_client.utils import run_sync
-        self.manager, self._sync = AsyncKernelManager(kernel_name='python3', config=kernel_config()), run_sync
+        self._sync = run_sync
         # the kernel's own stderr, its log: a file without a name (nothing to leave behind), read back with `take_log`
         self._log, self._logged = tempfile.TemporaryFile(), 0
-        try: run_sync(self.manager.start_kernel)(cwd=str(project_root()), stderr=self._log)
-        except BaseException: self._log.close(); raise
-        self.start_timeout, self.runs, self._preload_error = start_timeout, 0, None
-        # the imports run in the kernel while this process goes on (a batch worker reads the notebook meanwhile)
+        self.start_timeout, self.runs = start_timeout, 0
+        try: self._start()
+        except BaseException: self.kill(); KeptKernel._live.discard(self); self._log.close(); raise
+
+    def _start(self):
+        "Start the kernel; its imports run in it while this process goes on (a batch worker reads the notebook meanwhile)."
+        from jupyter_client.manager import AsyncKernelManager  # the kind papermill's client drives, timeouts included
+        # a manager a kernel: one that shut its kernel down has closed its connections for good
+        self.manager = AsyncKernelManager(kernel_name='python3', config=kernel_config())
+        KeptKernel._live.add(self)  # before the start, which writes the connection file
+        self._sync(self.manager.start_kernel)(cwd=str(project_root()), stderr=self._log)
+        self._preload_error = None
         self._preloading = threading.Thread(target=self._preload, daemon=True)
         self._preloading.start()
 
     def _preload(self):
-        try: self.threads = int(self._execute(self.PRELOAD, {'threads': '__import__("torch").get_num_threads()'})['threads'])
+        try:
+            # where the kernel finds the package, asked before it imports any of it: the code it imports next is the code
+            # digested here or newer, never older; a change after this restarts the kernel before the next run (`reset`)
+            found = self._execute('', {'folder': "__import__('importlib.util').util.find_spec('fashion_nb').origin"})['folder']
+            self.package_folder = Path(ast.literal_eval(found)).parent
+            self.package = package_digest(self.package_folder)
+            self.threads = int(self._execute(self.PRELOAD, {'threads': '__import__("torch").get_num_threads()'})['threads'])
         except Exception as e: self._preload_error = e
 
     def _ready(self):
@@ -64,7 +81,8 @@ class KeptKernel:
         "Run `code` in the kernel; the values of `expressions` afterwards, as text."
         from queue import Empty
         client = self.manager.client()
-        client.start_channels(iopub=False, stdin=False, control=False)  # the reply is all it needs: no wait for output to settle
+        # the reply is all it needs: no wait for output to settle, no heartbeat (a dead kernel is seen by `alive`)
+        client.start_channels(iopub=False, stdin=False, control=False, hb=False)
         try:
             msg_id = client.execute(code, user_expressions=expressions or {}, allow_stdin=False)
             deadline = time.monotonic() + self.start_timeout
@@ -87,9 +105,16 @@ class KeptKernel:
         return self._execute('', {'value': expression})['value']
 
     def reset(self):
-        "Forget the last run: its names, figures, thread count and determinism switch."
+        "Forget the last run: its names, figures, thread count and determinism switch; restart the kernel if the package changed since it imported it."
         self._ready()
-        if self.runs: self._execute(self.RESET.format(threads=self.threads))
+        if package_digest(self.package_folder) != self.package:
+            print(f"fashion-nb: the package in {self.package_folder} changed since this worker's kernel imported it: "
+                  "the kernel restarts, and this run runs the new code", file=sys.stderr)
+            self._sync(self.manager.shutdown_kernel)(now=True)  # then a new kernel, not a restart: new ports, nothing of the old
+            self.runs = 0
+            self._start()
+            self._ready()
+        elif self.runs: self._execute(self.RESET.format(threads=self.threads))
 
     def take_log(self) -> bytes:
         "What the kernel wrote to its stderr since the last call: its log lines, warnings, what C code printed."
@@ -108,9 +133,15 @@ class KeptKernel:
 
     def alive(self) -> bool: return self._sync(self.manager.is_alive)()
 
+    def kill(self):
+        "Kill the kernel's process group at once and remove its connection file: for a worker that ends now, with no time to shut down."
+        with contextlib.suppress(Exception): os.killpg(self.manager.provisioner.pgid, signal.SIGKILL)
+        with contextlib.suppress(Exception): os.unlink(self.manager.connection_file)
+
     def shutdown(self):
         "Stop the kernel (at once, no matter its state), wait for it, and close its log."
         with contextlib.suppress(Exception): self._sync(self.manager.shutdown_kernel)(now=True)
+        KeptKernel._live.discard(self)
         self._log.close()
 
 # %% ../nbs/13d_worker.ipynb #d4c0c008
@@ -199,22 +230,35 @@ def _stderr_to(path: Path):
     finally: _stderr_taken.release()
 
 # %% ../nbs/13d_worker.ipynb #d4c0c012
-def _local_worker_start(gpus=None):
-    "In a new local worker: take the next GPU from `gpus` (a queue), when there is one, then set up signals."
+def _local_worker_start(gpus=None, parent: int | None = None):
+    "In a new local worker: take the next GPU from `gpus` (a queue), when there is one, set up signals, and watch `parent`, the batch."
     # every run would otherwise pick cuda:0; a kernel this worker starts inherits the variable
     if gpus is not None:
         with contextlib.suppress(queue.Empty): os.environ['CUDA_VISIBLE_DEVICES'] = gpus.get(timeout=10)
     _local_worker_signals()
+    if parent is not None: _watch_parent(parent)
+
+def _end_worker(signum, frame=None):
+    "End this worker now, its kept kernels first: in sessions of their own, they would outlive it and then say so on the terminal."
+    for kernel in list(KeptKernel._live): kernel.kill()
+    os._exit(128 + signum)
 
 def _local_worker_signals():
     "In a local worker: Ctrl-C reaches the whole process group, but the batch decides what stops, with SIGTERM."
-    import signal
-    def stop(signum, frame):
-        # the kept kernel, in a session of its own, would outlive this process and then say so on the terminal
-        with contextlib.suppress(Exception): os.killpg(_kept.kernel.manager.provisioner.pgid, signal.SIGKILL)
-        os._exit(128 + signum)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGTERM, _end_worker)
+
+_PR_SET_PDEATHSIG = 1  # from Linux's prctl.h
+
+def _watch_parent(parent: int, every: float = 0.5):
+    "End this worker, as SIGTERM does, once its parent `parent` is gone, even killed with no time to stop its workers."
+    if sys.platform.startswith('linux'):  # Linux signals this process the moment its parent dies
+        # it watches the parent's thread that started this process: the one that submits the runs, there while they run
+        with contextlib.suppress(OSError, AttributeError): ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    def watch():  # elsewhere, or had the parent died before the line above: an orphan gets a new parent
+        while os.getppid() == parent: time.sleep(every)
+        _end_worker(signal.SIGTERM)
+    threading.Thread(target=watch, daemon=True, name='fashion_nb-watch-parent').start()
 
 @contextlib.contextmanager
 def local_pool(slots: int,  # worker processes
@@ -228,7 +272,7 @@ def local_pool(slots: int,  # worker processes
         for gpu in gpus: handed_out.put(gpu)
     # the initializer by its module path, so that spawned workers can import it even when this runs in a notebook
     start = importlib.import_module('fashion_nb.worker')._local_worker_start
-    pool = ProcessPoolExecutor(slots, mp_context=context, initializer=start, initargs=(handed_out,))
+    pool = ProcessPoolExecutor(slots, mp_context=context, initializer=start, initargs=(handed_out, os.getpid()))
     try: yield pool
     except BaseException:  # Ctrl-C: the runs not started are cancelled, those running stopped (they rerun next time)
         processes = list((getattr(pool, '_processes', None) or {}).values())
