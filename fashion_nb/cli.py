@@ -1,4 +1,4 @@
-"""`fashion-nb run` and `fashion-nb batch`: the end-to-end notebook once, or over a grid of parameters, from a terminal.
+"""`fashion-nb run` and `fashion-nb batch`: the end-to-end notebook once, or over a grid of parameters, from a terminal; `fashion-nb predict`: a trained model's answer for your own pictures.
 
 Docs: https://fashion-nb.github.io/fashion_nb/cli.html.md"""
 
@@ -25,7 +25,7 @@ def _stop_as_ctrl_c(signum, frame):
     raise KeyboardInterrupt  # `kill`, or a job scheduler's time limit: stop the runs and keep what finished, as Ctrl-C does
 
 def main(argv: list[str] | None = None) -> int:
-    "`fashion-nb run ...` runs the end-to-end notebook once; `fashion-nb batch ...` runs it over a grid."
+    "`fashion-nb run ...` runs the end-to-end notebook once, `fashion-nb batch ...` over a grid; `fashion-nb predict` judges pictures."
     parser = argparse.ArgumentParser(prog='fashion-nb', description='Run the fashion_nb tutorial notebook with papermill.')
     commands = parser.add_subparsers(dest='command', required=True)
     run = commands.add_parser('run', help='run the end-to-end notebook once')
@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     batch.add_argument('--tls-ca-file', help="with a tls:// scheduler: the cluster's certificate authority (PEM)")
     batch.add_argument('--tls-cert', help="with a tls:// scheduler: this client's certificate (PEM)")
     batch.add_argument('--tls-key', help="with a tls:// scheduler: the certificate's private key (PEM)")
+    predict = commands.add_parser('predict', help="a trained model's answer for your own pictures (PNG, JPEG, ...)")
+    predict.add_argument('--model', default='runs/demo/model.pt', help='a run\'s model.pt (default: runs/demo/model.pt, from make demo)')
+    predict.add_argument('images', nargs='+', metavar='IMAGE', help='pictures to judge, each made as Fashion-MNIST\'s were first')
     for sub in (run, batch):
         sub.add_argument('--timeout', type=int, default=None, help='seconds a cell may run before the run is stopped')
         sub.add_argument('--start-timeout', type=int, default=60, metavar='SECONDS',
@@ -62,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == 'batch':
             return batch_main(args)
+        if args.command == 'predict':  # one line a picture; the exit code says whether any could not be judged
+            from fashion_nb.predict import predict_files  # here: run and batch start without importing torch
+            return 1 if predict_files(args.model, args.images) else 0
         parameters = {name: parse_value(value) for name, value in args.parameter}
         metrics = run_end_to_end(args.out, parameters, progress=not args.no_progress, timeout=args.timeout,
                                  start_timeout=args.start_timeout)
