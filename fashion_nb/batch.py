@@ -46,8 +46,11 @@ class BatchOptions:
     progress: bool = True  # one bar for the batch
     notebook: Path | str | None = None  # default: the project's end-to-end notebook
     keep_model: bool = True  # on Dask, bring each run's `model.pt` back too
+    tensorboard: str | None = None  # a folder: each run writes its TensorBoard files into <tensorboard>/<run name>
 
     def __post_init__(self):
+        if self.tensorboard and self.scheduler is not None:
+            raise ParamError("--tensorboard writes on this machine: it cannot be used with --scheduler yet")
         if self.workers is not None and self.workers < 1: raise ParamError(f"workers must be at least 1, got {self.workers}")
 
 def _completed(grid: dict[str, list]) -> dict[str, list]:
@@ -179,7 +182,8 @@ def _local_runs(grid: dict, pending: list[dict], out: Path, options: BatchOption
     "This machine's pool: a worker a run at once, each with its share of the cores and, with several GPUs, one of them."
     slots = min(options.workers or default_workers(grid), len(pending))
     task = functools.partial(run_one, batch_dir=out, threads=threads_per_run(slots), timeout=options.timeout, force=options.force,
-                             notebook=options.notebook, start_timeout=options.start_timeout, keep_kernel=True)
+                             notebook=options.notebook, start_timeout=options.start_timeout, keep_kernel=True,
+                             tensorboard=options.tensorboard)
     with local_pool(slots, worker_gpus(grid, slots)) as pool: yield _Runs(pool, slots, task)
 
 @contextlib.contextmanager
@@ -208,7 +212,7 @@ def batch_main(args) -> int:
     grid = parse_grid([tuple(p) for p in args.parameter], args.file)
     options = BatchOptions(workers=args.workers, scheduler=args.scheduler, timeout=args.timeout, force=args.force,
                            progress=not args.no_progress, start_timeout=getattr(args, 'start_timeout', 60),
-                           keep_model=not getattr(args, 'no_model', False),
+                           keep_model=not getattr(args, 'no_model', False), tensorboard=getattr(args, 'tensorboard', None),
                            security=cluster_security(getattr(args, 'tls_ca_file', None), getattr(args, 'tls_cert', None),
                                                      getattr(args, 'tls_key', None)))
     rows = run_batch(grid, args.out, options, sample=getattr(args, 'sample', None), sample_seed=getattr(args, 'sample_seed', 0))

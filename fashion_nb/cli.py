@@ -59,16 +59,23 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument('--start-timeout', type=int, default=60, metavar='SECONDS',
                          help='seconds to wait for the kernel to start (default: 60)')
         sub.add_argument('--no-progress', action='store_true', help='hide the progress bar')
+        sub.add_argument('--tensorboard', metavar='DIR', default=None,
+                         help='also write TensorBoard files into DIR (a run) or DIR/<run name> (each run of a batch); '
+                              'needs tensorboard: pip install "fashion_nb[tensorboard]"')
     args = parser.parse_args(argv)
     on_main_thread = threading.current_thread() is threading.main_thread()  # where Python lets a handler be set
     previous = signal.signal(signal.SIGTERM, _stop_as_ctrl_c) if on_main_thread else None
     try:
+        if getattr(args, 'tensorboard', None):  # one line before anything runs, without the package
+            from fashion_nb.tensorboard import check_tensorboard  # here: it imports torch, which run and batch need not
+            check_tensorboard()
         if args.command == 'batch':
             return batch_main(args)
         if args.command == 'predict':  # one line a picture; the exit code says whether any could not be judged
             from fashion_nb.predict import predict_files  # here: run and batch start without importing torch
             return 1 if predict_files(args.model, args.images) else 0
         parameters = {name: parse_value(value) for name, value in args.parameter}
+        if args.tensorboard: parameters['tensorboard'] = args.tensorboard
         metrics = run_end_to_end(args.out, parameters, progress=not args.no_progress, timeout=args.timeout,
                                  start_timeout=args.start_timeout)
     except BatchInterrupted as e:

@@ -155,7 +155,7 @@ def check_names(parameters: dict, notebook: Path | str | None = None) -> dict:
     return known
 
 # %% ../nbs/12_run.ipynb #e2a593ec
-_NOT_RESULTS = ('out_dir', 'quiet')  # where the files go and whether bars show: the same run either way
+_NOT_RESULTS = ('out_dir', 'quiet', 'tensorboard')  # where the files go and whether bars show: the same run either way
 
 def _declared_defaults(notebook):
     "The notebook's parameter defaults as Python values (papermill gives the source text of each, e.g. `'\"auto\"'`)."
@@ -269,7 +269,8 @@ def run_end_to_end(out_dir: Path | str,  # the folder for the executed notebook 
     check_names(parameters, notebook)
     _whole('start_timeout', start_timeout, 1); _whole('start_attempts', start_attempts, 1)
     if timeout is not None: _whole('timeout', timeout, 1)  # nbclient reads 0 or less as no limit at all
-    if 'data_dir' in parameters: parameters['data_dir'] = callers_folder(parameters['data_dir'])
+    for name in ('data_dir', 'tensorboard'):  # folders named from the caller's folder, not the kernel's
+        if name in parameters: parameters[name] = callers_folder(parameters[name])
     out_dir = Path(out_dir).resolve()
     try: out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e: raise ParamError(f"out_dir {str(out_dir)!r} cannot be created ({e.strerror})") from None

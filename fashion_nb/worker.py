@@ -181,6 +181,7 @@ def run_one(params: dict,  # this run's parameters
             force: bool = False,  # run again even if it finished before
             notebook: Path | str | None = None,  # default: the project's end-to-end notebook
             start_timeout: int = 60,  # seconds to wait for the kernel to start
+            tensorboard: str | None = None,  # a folder: the run writes its TensorBoard files into <tensorboard>/<run name>
             keep_kernel: bool = False,  # run in this thread's kept kernel (reset first) instead of a new one
            ) -> dict:
     "Run one combination of the grid; return its summary row (never raises)."
@@ -195,7 +196,8 @@ def run_one(params: dict,  # this run's parameters
         with _stderr_to(folder/'kernel.log'):
             kernel = _kept_kernel(start_timeout) if keep_kernel else None
             try:
-                metrics = run_end_to_end(folder, {'quiet': True, 'threads': threads, **params}, notebook=notebook, progress=False,
+                extra = {'tensorboard': str(Path(tensorboard).resolve()/row['run'])} if tensorboard else {}
+                metrics = run_end_to_end(folder, {'quiet': True, 'threads': threads, **params, **extra}, notebook=notebook, progress=False,
                                          timeout=timeout, start_timeout=start_timeout, kernel=kernel)
             finally:  # the kept kernel's own stderr since the last run, this one's failure included
                 if kernel is not None:

@@ -177,3 +177,21 @@ def test_without_tensorboard_one_line_says_what_to_install(run, data, tmp_path):
     assert len(message.splitlines()) == 1 and 'pip install tensorboard' in message and 'fashion_nb[tensorboard]' in message
     assert caught.value.__cause__ is None and not log_dir.exists()
     assert isinstance(caught.value, ImportError)
+
+
+def test_the_commands_write_tensorboard_files(tmp_path):
+    "`fashion-nb run --tensorboard DIR` writes a run's files into DIR; `fashion-nb batch` one folder, and one HParams entry, a run."
+    from fashion_nb.cli import main
+    small = ['-p', 'limit', '300', '-p', 'val_size', '200', '-p', 'quiet', 'True', '--no-progress']
+    assert main(['run', *small, '-p', 'epochs', '2', '--out', str(tmp_path/'run'), '--tensorboard', str(tmp_path/'tb')]) == 0
+    events = EventAccumulator(str(tmp_path/'tb'), size_guidance=EVERYTHING).Reload()
+    assert [p.step for p in events.Scalars('train/loss')] == [1, 2] and len(events.Scalars('valid/accuracy')) == 2
+    assert events.Tags()['images'] == ['test/predictions'] and len(events.Tags()['tensors']) >= 10
+    assert (tmp_path/'tb'/'projector_config.pbtxt').is_file()
+    assert main(['batch', *small, '-p', 'lr', '0.005,0.01', '--workers', '1', '--out', str(tmp_path/'batch'),
+                 '--tensorboard', str(tmp_path/'tbb')]) == 0
+    runs = sorted(p.name for p in (tmp_path/'tbb').iterdir())
+    assert len(runs) == 2 and runs == sorted(p.name for p in (tmp_path/'batch').iterdir() if p.is_dir())
+    for run in runs:
+        hparams = EventAccumulator(str(tmp_path/'tbb'/run)).Reload().PluginTagToContent('hparams')
+        assert '_hparams_/session_start_info' in hparams, run
