@@ -52,6 +52,12 @@ class BatchOptions:
         if self.tensorboard and self.scheduler is not None:
             raise ParamError("--tensorboard writes on this machine: it cannot be used with --scheduler yet")
         if self.workers is not None and self.workers < 1: raise ParamError(f"workers must be at least 1, got {self.workers}")
+        for name in ('timeout', 'start_timeout'):  # refused before any kernel starts, not run by run
+            seconds = getattr(self, name)
+            if seconds is None and name == 'timeout': continue
+            if isinstance(seconds, bool) or not isinstance(seconds, int):
+                raise ParamError(f"{name} must be a whole number of seconds, got {seconds!r}")
+            if seconds < 1: raise ParamError(f"{name} must be at least 1, got {seconds}")  # nbclient: 0 is no limit
 
 def _completed(grid: dict[str, list]) -> dict[str, list]:
     "The grid with the batch's default validation split, and its data folder made absolute."

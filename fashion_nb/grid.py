@@ -60,7 +60,8 @@ def parse_grid(pairs: list[tuple[str, str]] = (),  # (name, 'v1,v2,...') pairs f
                yaml_file: Path | str | None = None,  # a YAML mapping of name to a value or a list of values, or a list of them
               ) -> dict[str, list] | list[dict[str, list]]:
     "The grid as a mapping of parameter name to the list of its values (and ranges); from a file holding a list of mappings, a list of grids, each given `pairs`."
-    def value(v): return (parse_range(v) or v) if isinstance(v, str) else v
+    def value(v):  # YAML reads 1e-3 as text (it wants 1.0e-3): a number here, as `-p lr 1e-3` gives one
+        return (parse_range(v) or parse_value(v)) if isinstance(v, str) else v
     grids = [{}]
     if yaml_file:
         import yaml

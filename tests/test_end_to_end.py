@@ -116,9 +116,10 @@ def test_command_refuses_unknown_parameter_before_running(tmp_path, capsys):
 ])
 def test_command_refuses_a_timeout_below_one_second(tmp_path, capsys, args, message):
     "nbclient would read 0 or less as no limit at all."
-    assert main(['run', *args, '--out', str(tmp_path)]) == 1
-    err = capsys.readouterr().err.strip()
-    assert err.count('\n') == 0 and message in err, err
+    for command in ('run', 'batch'):  # a batch refuses it before any kernel starts, not run by run
+        assert main([command, *args, '--out', str(tmp_path/command)]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.count('\n') == 0 and message in err, (command, err)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -210,3 +210,12 @@ def test_without_a_validation_split_the_tables_are_as_before(tmp_path):
     write_summary(rows, tmp_path/'summary.csv')
     assert [r['test_accuracy'] for r in read_summary(tmp_path/'summary.csv')] == [0.70, 0.72, 0.79, 0.80]
     assert (tmp_path/'settings.csv').read_text().splitlines()[0] == 'rank,lr,runs,val_mean,val_std'
+
+
+def test_numbers_yaml_reads_as_text_are_numbers(tmp_path):
+    "YAML reads `lr: 1e-3` as text (it wants 1.0e-3); the batch takes it as `-p lr 1e-3` gives it, a number."
+    from fashion_nb.batch import planned_runs
+    from fashion_nb.grid import parse_grid
+    (tmp_path/'sweep.yaml').write_text('lr: [1e-3, 3e-3]\nweight_decay: 5e-2\nseed: 0\n')
+    runs, _ = planned_runs(parse_grid(yaml_file=tmp_path/'sweep.yaml'))
+    assert sorted(r['lr'] for r in runs) == [0.001, 0.003] and {r['weight_decay'] for r in runs} == {0.05}
