@@ -9,7 +9,7 @@ help:
 	@echo "make demo   - train at the tutorial's settings on the real data (papermill) into $(DEMO_OUT)/"
 	@echo "make test   - nbdev-test over every notebook, then pytest"
 	@echo "make pages  - make demo, then regenerate every output the docs pages show (a few minutes)"
-	@echo "make beyond - the sweep of the 'Beyond the tutorial' page, its results and the page (~110 minutes on 2 cores)"
+	@echo "make beyond - the sweep of the 'Beyond the tutorial' page, its results and the page (~125 minutes on 2 cores)"
 	@echo "make lab    - open the notebooks in JupyterLab"
 	@echo "make docs   - the docs site with Quarto (nbdev-docs), else an HTML preview in _docs_preview/"
 	@echo "make bench  - time the tutorial's loop against fashion_nb's (11 seeds, ~12 minutes on 2 cores)"

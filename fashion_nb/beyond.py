@@ -7,6 +7,7 @@ Docs: https://fashion-nb.github.io/fashion_nb/beyond.html.md"""
 # %% ../nbs/06_beyond.ipynb #a0e00c4c
 from __future__ import annotations
 
+import inspect
 import statistics
 
 import torch
@@ -91,8 +92,9 @@ def split_scores(model: nn.Module,
     return averaged_scores(logits, get_all_preds(model, mirrored))
 
 # %% ../nbs/06_beyond.ipynb #b31a0e01
-RECIPE = ('model', 'epochs', 'batch_size', 'lr', 'schedule', 'weight_decay', 'precision',
-          'augment', 'max_shift', 'label_smoothing', 'flip_scores')  # what makes a setting
+RECIPE = ('model', 'epochs', 'batch_size', 'lr', 'schedule', 'weight_decay', 'precision', 'augment',
+          'max_shift', 'label_smoothing', 'flip_scores', 'batch_norm',
+          'dropout')  # what makes a setting
 
 def changed_settings(setting: dict,  # a value for each name of `names`
                      parent: dict,  # the setting it was made from
@@ -106,9 +108,15 @@ def _least_changed(step: dict, earlier: list[dict]) -> int:
     def distance(p): return len(changed_settings(step['setting'], p['setting'])), -p['step']
     return min(earlier, key=distance)['step']
 
+_NETWORK_DEFAULTS = {name: p.default
+                     for name, p in inspect.signature(BetterNetwork).parameters.items()}
+
 def ablation_steps(runs: list[dict],  # a row a run: step, val_accuracy, train_seconds, RECIPE
                   ) -> list[dict]:
     "A row a step: its setting, parent, changed names, and validation accuracy over its seeds."
+    # runs made before `batch_norm` and `dropout` were settings ran with the network's defaults
+    older = {k: v for k, v in _NETWORK_DEFAULTS.items() if k in RECIPE}
+    runs = [{**older, **r} for r in runs]
     steps = []
     for number in sorted({r['step'] for r in runs}):
         rows = [r for r in runs if r['step'] == number]

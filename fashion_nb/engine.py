@@ -328,8 +328,8 @@ def network_of(hparams: dict):  # a checkpoint's settings, as `save_checkpoint` 
     if name not in NETWORKS:
         raise CheckpointError(f"a checkpoint of model {name!r}, which this fashion_nb does not know "
                               f"({', '.join(NETWORKS)}); pass network= the class to build")
-    if NETWORKS[name] is BetterNetwork and 'batch_norm' in hparams:
-        return partial(BetterNetwork, batch_norm=hparams['batch_norm'])
+    if NETWORKS[name] is BetterNetwork:  # the settings that shape it (dropout: none of its weights, but its kind)
+        return partial(BetterNetwork, batch_norm=hparams.get('batch_norm', True), dropout=hparams.get('dropout', 0.3))
     return NETWORKS[name]
 
 def load_checkpoint(path: Path | str,

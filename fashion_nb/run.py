@@ -69,6 +69,8 @@ def check_params(epochs: int,  # passes over the training images, at least 1
                  label_smoothing: float = 0.0,  # cross-entropy's label smoothing, in [0, 1)
                  flip_scores: bool = False,  # score each test picture with its mirror image
                  precision: str = 'float32',  # 'float32' or 'bfloat16' (mixed precision while training)
+                 batch_norm: bool = True,  # the better network: batch normalisation in every block
+                 dropout: float = 0.3,  # the better network: the hidden layer's dropout, in [0, 1)
                 ) -> dict:
     "Check a run's parameters; return them with the device resolved and `out_dir` absolute (a folder named is created)."
     for name, value, minimum in (('epochs', epochs, 1), ('batch_size', batch_size, 1), ('seed', seed, 0),
@@ -80,14 +82,15 @@ def check_params(epochs: int,  # passes over the training images, at least 1
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
         raise ParamError(f"lr must be a positive number, got {lr!r}")
     for name, value in (('quiet', quiet), ('deterministic', deterministic), ('augment', augment),
-                        ('flip_scores', flip_scores)):
+                        ('flip_scores', flip_scores), ('batch_norm', batch_norm)):
         if not isinstance(value, bool): raise ParamError(f"{name} must be True or False, got {value!r}")
     from fashion_nb.engine import PRECISIONS, pick_device  # here, not at the top: a batch's workers need no torch of their own
     for name, value, allowed in (('model', model, MODELS), ('schedule', schedule, SCHEDULES),
                                  ('precision', precision, PRECISIONS)):
         if value not in allowed: raise ParamError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
     for name, value, top, words in (('weight_decay', weight_decay, math.inf, 'from 0 up'),
-                                    ('label_smoothing', label_smoothing, 1, 'from 0 up to (not including) 1')):
+                                    ('label_smoothing', label_smoothing, 1, 'from 0 up to (not including) 1'),
+                                    ('dropout', dropout, 1, 'from 0 up to (not including) 1')):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < top:
             raise ParamError(f"{name} must be a number {words}, got {value!r}")
     try: resolved = pick_device(device)
@@ -105,7 +108,7 @@ def check_params(epochs: int,  # passes over the training images, at least 1
                 data_dir=data_dir, limit=limit, out_dir=str(Path(out_dir).resolve()), quiet=quiet, threads=threads,
                 val_size=val_size, deterministic=deterministic, model=model, weight_decay=float(weight_decay),
                 schedule=schedule, augment=augment, max_shift=max_shift, label_smoothing=float(label_smoothing),
-                flip_scores=flip_scores, precision=precision)
+                flip_scores=flip_scores, precision=precision, batch_norm=batch_norm, dropout=float(dropout))
 
 # %% ../nbs/12_run.ipynb #f3f58fc3
 END_TO_END = 'nbs/05_end_to_end.ipynb'  # in a checkout; `make export` copies it into the package for wheels
