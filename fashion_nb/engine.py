@@ -98,6 +98,15 @@ def _forward_backward(model: nn.Module, images: torch.Tensor, labels: torch.Tens
     loss.backward()
     return loss.detach(), preds.detach()
 
+def _eager_step(model, images, labels, optimizer, loss_func, autocast_dtype, tally: Tally,
+                keep_gradients: bool = False,  # zero them in place: a CUDA graph's backward pass writes into them
+               ):
+    "One batch trained as the lesson trains it, launched op by op, and counted in `tally`."
+    optimizer.zero_grad(set_to_none=not keep_gradients)
+    loss, preds = _forward_backward(model, images, labels, loss_func, autocast_dtype)
+    optimizer.step()
+    tally.add(loss, preds, labels)
+
 def train_epoch(model: nn.Module,
                 batches,  # iterable of (images, labels) batches on the model's device
                 optimizer: optim.Optimizer,
@@ -120,11 +129,8 @@ def train_epoch(model: nn.Module,
         if augment is not None: images = augment(images)
         if graph is not None and graph.takes(images):
             graph(images, labels)
-        else:  # beside a graph (a smaller last batch), the gradients are zeroed in place: they live in the graph's memory
-            optimizer.zero_grad(set_to_none=graph is None)
-            loss, preds = _forward_backward(model, images, labels, loss_func, autocast_dtype)
-            optimizer.step()
-            tally.add(loss, preds, labels)
+        else:  # beside a graph (a smaller last batch), the gradients live in the graph's memory
+            _eager_step(model, images, labels, optimizer, loss_func, autocast_dtype, tally, keep_gradients=graph is not None)
         if scheduler is not None: scheduler.step()
         images_seen += len(labels)
         if batches_done % check_every == 0:
@@ -177,10 +183,7 @@ class CudaGraphStep:
         side, main = torch.cuda.Stream(self.device), torch.cuda.current_stream(self.device)
         side.wait_stream(main)
         with torch.cuda.stream(side):
-            self.optimizer.zero_grad(set_to_none=True)
-            loss, preds = _forward_backward(self.model, images, labels, self.loss_func, self.autocast_dtype)
-            self.optimizer.step()
-            self.tally.add(loss, preds, labels)
+            _eager_step(self.model, images, labels, self.optimizer, self.loss_func, self.autocast_dtype, self.tally)
         main.wait_stream(side)
         self.steps_before_graph += 1
 
@@ -328,8 +331,8 @@ def network_of(hparams: dict):  # a checkpoint's settings, as `save_checkpoint` 
     if name not in NETWORKS:
         raise CheckpointError(f"a checkpoint of model {name!r}, which this fashion_nb does not know "
                               f"({', '.join(NETWORKS)}); pass network= the class to build")
-    if NETWORKS[name] is BetterNetwork:  # the settings that shape it (dropout: none of its weights, but its kind)
-        return partial(BetterNetwork, batch_norm=hparams.get('batch_norm', True), dropout=hparams.get('dropout', 0.3))
+    if NETWORKS[name] is BetterNetwork:  # the settings it was built with; those it does not name keep their defaults
+        return partial(BetterNetwork, **{k: hparams[k] for k in ('batch_norm', 'dropout') if k in hparams})
     return NETWORKS[name]
 
 def load_checkpoint(path: Path | str,

@@ -18,10 +18,11 @@ from .beyond import one_cycle
 from .core import FashionNBError
 from .data import FashionSplit, to_float
 from .inference import show_predictions
+from .run import SCHEDULES
 
 # %% auto #0
-__all__ = ['NOT_HPARAMS', 'RESULTS', 'EMBEDDING', 'TensorBoardMissing', 'check_tensorboard', 'summary_writer', 'epoch_rates',
-           'hidden_features', 'write_run']
+__all__ = ['NOT_HPARAMS', 'RESULTS', 'EMBEDDING', 'TensorBoardMissing', 'check_tensorboard', 'epoch_rates', 'hidden_features',
+           'write_run']
 
 # %% ../nbs/18_tensorboard.ipynb #t18c0007
 _INSTALL = 'pip install tensorboard (or pip install "fashion_nb[tensorboard]")'
@@ -39,21 +40,14 @@ def check_tensorboard() -> type:
                                  f"which is not installed: {_INSTALL}") from None
     return SummaryWriter
 
-def summary_writer(log_dir: Path | str,  # the run's folder, made if missing
-                  ):
-    "A `SummaryWriter` writing into `log_dir`; a one-line `TensorBoardMissing` without tensorboard."
-    return check_tensorboard()(str(log_dir))
-
 # %% ../nbs/18_tensorboard.ipynb #t18c0010
-_SCHEDULES = ('constant', 'one-cycle')
-
 def epoch_rates(lr: float,  # the run's learning rate: the peak, for one-cycle
                 schedule: str,  # 'constant' or 'one-cycle', the end-to-end notebook's parameter
                 epochs: int,  # epochs trained
                 batches: int,  # optimizer steps per epoch
                ) -> list[float]:
     "The learning rate each epoch's last batch trained with, as `fit` with this schedule sets it."
-    if schedule not in _SCHEDULES: raise ValueError(f"schedule must be 'constant' or 'one-cycle', got {schedule!r}")
+    if schedule not in SCHEDULES: raise ValueError(f"schedule must be {' or '.join(map(repr, SCHEDULES))}, got {schedule!r}")
     if schedule == 'constant': return [float(lr)] * epochs
     # OneCycleLR cycles the momentum too: SGD with momentum has one to cycle, and no gradient to step with
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr, momentum=0.9)
