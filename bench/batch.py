@@ -22,9 +22,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from fashion_nb.checkpoint import library_versions
 from fashion_nb.core import project_root, write_json
-from fashion_nb.run import END_TO_END
-from fashion_nb.engine import library_versions
+from fashion_nb.params import END_TO_END
 from fashion_nb.sizing import KEPT_KERNEL_MEMORY, threads_per_run
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # its neighbours, however it is started

@@ -26,9 +26,10 @@ import torch
 import torch.nn.functional as F
 
 from fashion_nb.beyond import BetterNetwork, one_cycle, shift_and_flip, split_scores
+from fashion_nb.checkpoint import library_versions
 from fashion_nb.core import DeviceError, write_json
 from fashion_nb.data import holdout, load_split
-from fashion_nb.engine import adam, fit, library_versions, pick_device
+from fashion_nb.engine import adam, fit, pick_device
 from fashion_nb.fast_network import FastNetwork
 from fashion_nb.inference import accuracy
 from fashion_nb.training import seed_everything

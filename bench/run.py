@@ -16,8 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from fashion_nb.checkpoint import library_versions
 from fashion_nb.core import DeviceError, write_json
-from fashion_nb.engine import library_versions, pick_device
+from fashion_nb.engine import pick_device
 
 HERE = Path(__file__).resolve().parent
 PATHS = ('tutorial', 'fashion_nb')

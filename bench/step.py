@@ -26,9 +26,10 @@ import time
 import torch
 import torch.nn.functional as F
 
+from fashion_nb.checkpoint import library_versions
 from fashion_nb.core import DeviceError, keep_freed_memory, write_json
 from fashion_nb.data import load_split
-from fashion_nb.engine import adam, library_versions, pick_device, train_epoch
+from fashion_nb.engine import adam, pick_device, train_epoch
 from fashion_nb.fast_network import FastNetwork
 from fashion_nb.inference import get_all_preds
 from fashion_nb.model import Network  # the tutorial's network as it wrote it: ReLU, then pool

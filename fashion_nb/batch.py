@@ -18,18 +18,19 @@ from concurrent.futures import Executor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cluster import cluster_executor, cluster_security, receive_run, run_on_worker
+from .cluster import cluster_executor, receive_run, run_on_worker
 from .core import FashionNBError, clear_stale_temporaries
-from .grid import check_grid, expand_grids, merge_grids, parse_grid, sample_grid
-from .report import compare_settings, report, write_conclusions, write_summary
+from .grid import check_grid, expand_grids, merge_grids, sample_grid
+from .params import ParamError, callers_folder, check_values, declared_defaults
+from .report import write_conclusions, write_summary
 from .resume import failed_row, reason_to_run, run_row, skipped_row
-from .run import ParamError, _declared_defaults, callers_folder
+from .run import RUN_OPTIONS
 from .sizing import default_workers, threads_per_run, worker_gpus
 from .worker import local_pool, run_one
 
 # %% auto #0
 __all__ = ['DEFAULT_VAL_SIZE', 'LOCK_FILE', 'BatchOptions', 'with_defaults', 'planned_runs', 'run_batch', 'BatchInterrupted',
-           'BatchBusy', 'batch_lock', 'batch_main']
+           'BatchBusy', 'batch_lock']
 
 # %% ../nbs/13_batch.ipynb #70052aae
 DEFAULT_VAL_SIZE = 10000  # training images a batch puts aside for validation unless its grid says otherwise
@@ -52,12 +53,8 @@ class BatchOptions:
         if self.tensorboard and self.scheduler is not None:
             raise ParamError("--tensorboard writes on this machine: it cannot be used with --scheduler yet")
         if self.workers is not None and self.workers < 1: raise ParamError(f"workers must be at least 1, got {self.workers}")
-        for name in ('timeout', 'start_timeout'):  # refused before any kernel starts, not run by run
-            seconds = getattr(self, name)
-            if seconds is None and name == 'timeout': continue
-            if isinstance(seconds, bool) or not isinstance(seconds, int):
-                raise ParamError(f"{name} must be a whole number of seconds, got {seconds!r}")
-            if seconds < 1: raise ParamError(f"{name} must be at least 1, got {seconds}")  # nbclient: 0 is no limit
+        if self.timeout is not None: RUN_OPTIONS['timeout'].check(self.timeout)  # refused before any kernel starts, not run by run
+        RUN_OPTIONS['start_timeout'].check(self.start_timeout)
 
 def _completed(grid: dict[str, list]) -> dict[str, list]:
     "The grid with the batch's default validation split, and its data folder made absolute."
@@ -70,7 +67,7 @@ def with_defaults(grids: list[dict[str, list]],  # the settings of an ablation
                   notebook: Path | str | None = None,  # default: the project's end-to-end notebook
                  ) -> list[dict[str, list]]:
     "Each grid with every name any of them sets: a grid silent on a name gets the notebook's default, and its rows say so."
-    defaults, names = _declared_defaults(notebook), {n for g in grids for n in g}
+    defaults, names = declared_defaults(notebook), {n for g in grids for n in g}
     return [{**{n: [defaults[n]] for n in sorted(names - set(g))}, **g} for g in grids]
 
 def planned_runs(grid: dict[str, list] | list[dict[str, list]],  # as `run_batch` takes it
@@ -82,9 +79,13 @@ def planned_runs(grid: dict[str, list] | list[dict[str, list]],  # as `run_batch
     grids = [_completed(g) for g in ([grid] if isinstance(grid, dict) else grid)]
     if not grids: raise ParamError("no settings to run: the list of grids is empty")
     if sample is not None and len(grids) > 1: raise ParamError("--sample draws from one grid; the parameter file lists several")
-    for g in grids: check_grid(g, notebook)
+    for i, g in enumerate(grids):
+        try: check_grid(g, notebook)
+        except ParamError as e: raise ParamError(f"setting {i}: {e}" if len(grids) > 1 else str(e)) from None
     if len(grids) > 1: grids = with_defaults(grids, notebook)
     runs = sample_grid(grids[0], sample, sample_seed) if sample is not None else expand_grids(grids)
+    defaults = declared_defaults(notebook)
+    for run in runs: check_values(**{**defaults, **run})  # every run as it will run, a range's draws included
     random.Random(sample_seed).shuffle(runs)
     return runs, merge_grids(grids)
 
@@ -211,22 +212,3 @@ def _run_pending(pending: list[dict], grid: dict, out: Path, options: BatchOptio
             try: row = runs.row(future.result())
             except Exception as e: row = failed_row(run_row(futures[future], out), e)  # its worker did not report: killed, or lost
             collected.add(row)
-
-# %% ../nbs/13_batch.ipynb #b28a2fb9
-def batch_main(args) -> int:
-    "Run `fashion-nb batch` from parsed command-line arguments; 1 if any run failed."
-    grid = parse_grid([tuple(p) for p in args.parameter], args.file)
-    options = BatchOptions(workers=args.workers, scheduler=args.scheduler, timeout=args.timeout, force=args.force,
-                           progress=not args.no_progress, start_timeout=getattr(args, 'start_timeout', 60),
-                           keep_model=not getattr(args, 'no_model', False), tensorboard=getattr(args, 'tensorboard', None),
-                           security=cluster_security(getattr(args, 'tls_ca_file', None), getattr(args, 'tls_cert', None),
-                                                     getattr(args, 'tls_key', None)))
-    rows = run_batch(grid, args.out, options, sample=getattr(args, 'sample', None), sample_seed=getattr(args, 'sample_seed', 0))
-    failed = [r for r in rows if r['status'] == 'failed']
-    for r in failed: print(f"fashion-nb: run {r['run']} failed: {r['reason']}", file=sys.stderr)
-    for line in report(compare_settings(rows), rows): print(line)
-    written = [name for name in ('summary.csv', 'settings.csv', 'report.md', 'summary.png', 'curves.png')
-               if (Path(args.out)/name).is_file()]  # no curves.png without a validation split
-    print(f"{len(rows) - len(failed)} of {len(rows)} runs finished ({sum(r['status'] == 'skipped' for r in rows)} before this call); "
-          f"in {Path(args.out)}/: {', '.join(written)}")
-    return 1 if failed else 0

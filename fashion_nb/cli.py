@@ -13,26 +13,32 @@ import sys
 import threading
 from pathlib import Path
 
-from .batch import BatchInterrupted, batch_main
+from .batch import BatchInterrupted, BatchOptions, run_batch
+from .cluster import cluster_security
 from .core import FashionNBError
-from .run import parse_value, run_end_to_end
+from .grid import parse_grid
+from .params import parameters_help, parse_value
+from .report import compare_settings, report
+from .run import run_end_to_end
 
 # %% auto #0
-__all__ = ['main']
+__all__ = ['stop_as_ctrl_c', 'main', 'batch_main']
 
 # %% ../nbs/14_cli.ipynb #a62c9a67
-def _stop_as_ctrl_c(signum, frame):
+def stop_as_ctrl_c(signum, frame):
+    "A signal handler that raises `KeyboardInterrupt`: for SIGTERM."
     raise KeyboardInterrupt  # `kill`, or a job scheduler's time limit: stop the runs and keep what finished, as Ctrl-C does
 
 def main(argv: list[str] | None = None) -> int:
     "`fashion-nb run ...` runs the end-to-end notebook once, `fashion-nb batch ...` over a grid; `fashion-nb predict` judges pictures."
     parser = argparse.ArgumentParser(prog='fashion-nb', description='Run the fashion_nb tutorial notebook with papermill.')
     commands = parser.add_subparsers(dest='command', required=True)
-    run = commands.add_parser('run', help='run the end-to-end notebook once')
+    table = dict(epilog=parameters_help(), formatter_class=argparse.RawDescriptionHelpFormatter)  # its lines kept as they are
+    run = commands.add_parser('run', help='run the end-to-end notebook once', **table)
     run.add_argument('-p', '--parameter', nargs=2, action='append', default=[], metavar=('NAME', 'VALUE'),
                      help='a notebook parameter, as in papermill (repeatable)')
     run.add_argument('--out', default='runs/latest', help='output folder, relative to the current folder (default: runs/latest)')
-    batch = commands.add_parser('batch', help='run the end-to-end notebook once per combination of a parameter grid')
+    batch = commands.add_parser('batch', help='run the end-to-end notebook once per combination of a parameter grid', **table)
     batch.add_argument('-p', '--parameter', nargs=2, action='append', default=[], metavar=('NAME', 'VALUES'),
                        help='a notebook parameter and its comma-separated values (repeatable)')
     batch.add_argument('-f', '--file', help='a YAML file of parameters, each a value or a list of values; or a list of such settings, each run in turn (an ablation)')
@@ -64,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                               'needs tensorboard: pip install "fashion_nb[tensorboard]"')
     args = parser.parse_args(argv)
     on_main_thread = threading.current_thread() is threading.main_thread()  # where Python lets a handler be set
-    previous = signal.signal(signal.SIGTERM, _stop_as_ctrl_c) if on_main_thread else None
+    previous = signal.signal(signal.SIGTERM, stop_as_ctrl_c) if on_main_thread else None
     try:
         if getattr(args, 'tensorboard', None):  # one line before anything runs, without the package
             from fashion_nb.tensorboard import check_tensorboard  # here: it imports torch, which run and batch need not
@@ -94,3 +100,22 @@ def main(argv: list[str] | None = None) -> int:
           f"({metrics['params']['epochs']} epoch{'s' * (metrics['params']['epochs'] != 1)} on {metrics['train_images']:,} images, {metrics['seconds']['total']:.0f} s)")
     print(f"results in {out}/: end_to_end.ipynb, metrics.json, confusion_matrix.png, model.pt")
     return 0
+
+# %% ../nbs/14_cli.ipynb #b28a2fb9
+def batch_main(args) -> int:
+    "Run `fashion-nb batch` from parsed command-line arguments; 1 if any run failed."
+    grid = parse_grid([tuple(p) for p in args.parameter], args.file)
+    options = BatchOptions(workers=args.workers, scheduler=args.scheduler, timeout=args.timeout, force=args.force,
+                           progress=not args.no_progress, start_timeout=getattr(args, 'start_timeout', 60),
+                           keep_model=not getattr(args, 'no_model', False), tensorboard=getattr(args, 'tensorboard', None),
+                           security=cluster_security(getattr(args, 'tls_ca_file', None), getattr(args, 'tls_cert', None),
+                                                     getattr(args, 'tls_key', None)))
+    rows = run_batch(grid, args.out, options, sample=getattr(args, 'sample', None), sample_seed=getattr(args, 'sample_seed', 0))
+    failed = [r for r in rows if r['status'] == 'failed']
+    for r in failed: print(f"fashion-nb: run {r['run']} failed: {r['reason']}", file=sys.stderr)
+    for line in report(compare_settings(rows), rows): print(line)
+    written = [name for name in ('summary.csv', 'settings.csv', 'report.md', 'summary.png', 'curves.png')
+               if (Path(args.out)/name).is_file()]  # no curves.png without a validation split
+    print(f"{len(rows) - len(failed)} of {len(rows)} runs finished ({sum(r['status'] == 'skipped' for r in rows)} before this call); "
+          f"in {Path(args.out)}/: {', '.join(written)}")
+    return 1 if failed else 0

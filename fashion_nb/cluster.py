@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .core import FashionNBError, atomic_path
 from .resume import run_folder
-from .run import ParamError
+from .params import ParamError
 from .sizing import threads_per_run
 from .worker import run_one
 

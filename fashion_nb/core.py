@@ -1,4 +1,4 @@
-"""The small basics every module shares: one-line errors, files written whole or not at all, JSON and figures saved safely, and paths shown without the machine's own folders.
+"""The small basics every module shares: one-line errors, files written whole or not at all, JSON and figures saved safely, paths shown without the machine's own folders, and the user's cache folder.
 
 Docs: https://fashion-nb.github.io/fashion_nb/core.html.md"""
 
@@ -14,7 +14,8 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['FashionNBError', 'DeviceError', 'NonFiniteLossError', 'CheckpointError', 'atomic_path', 'clear_stale_temporaries',
-           'write_json', 'save_figure', 'keep_freed_memory', 'checkout_root', 'project_root', 'shown_path']
+           'write_json', 'save_figure', 'keep_freed_memory', 'checkout_root', 'project_root', 'shown_path',
+           'user_cache_dir']
 
 # %% ../nbs/10_core.ipynb #3398975c
 class FashionNBError(Exception):
@@ -102,3 +103,8 @@ def shown_path(path: Path | str) -> str:
         try: return prefix + str(path.relative_to(base.absolute()))
         except ValueError: pass
     return str(path)
+
+# %% ../nbs/10_core.ipynb #e484b221
+def user_cache_dir() -> Path:
+    "fashion_nb's folder in the user's cache: `$XDG_CACHE_HOME/fashion_nb`, else `~/.cache/fashion_nb`."
+    return Path(os.environ.get('XDG_CACHE_HOME') or Path.home()/'.cache')/'fashion_nb'

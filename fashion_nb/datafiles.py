@@ -18,12 +18,12 @@ from pathlib import Path
 
 import torch
 
-from .core import FashionNBError, atomic_path, checkout_root
+from .core import FashionNBError, atomic_path, checkout_root, user_cache_dir
 
 # %% auto #0
 __all__ = ['SPLITS', 'ALL_FILES', 'ENV_VAR', 'SYSTEM_DATA_DIR', 'FIX_HINT', 'N_CLASSES', 'DataError', 'DataNotFoundError',
-           'DataIntegrityError', 'IdxSpec', 'parse_idx', 'read_idx', 'user_cache_dir', 'project_data_dir',
-           'idx_files_in', 'find_data', 'read_split', 'torchvision_dataset']
+           'DataIntegrityError', 'IdxSpec', 'parse_idx', 'read_idx', 'project_data_dir', 'idx_files_in', 'find_data',
+           'read_split', 'torchvision_dataset']
 
 # %% ../nbs/11_data_files.ipynb #0de04b80
 class DataError(FashionNBError):
@@ -107,10 +107,6 @@ ENV_VAR = 'FASHION_NB_DATA'
 SYSTEM_DATA_DIR = Path('/usr/share/datasets/fashion-mnist')
 FIX_HINT = (f"install the data set (`sudo apt-get install dataset-fashion-mnist` on Debian/Ubuntu), "
             f"or set {ENV_VAR} to a folder holding the four IDX files, or go online so torchvision can download them")
-
-def user_cache_dir() -> Path:
-    "fashion_nb's folder in the user's cache: `$XDG_CACHE_HOME/fashion_nb`, else `~/.cache/fashion_nb`."
-    return Path(os.environ.get('XDG_CACHE_HOME') or Path.home()/'.cache')/'fashion_nb'
 
 def project_data_dir() -> Path:
     "Where the data is kept and downloaded to: the checkout's `data/`, or outside a checkout the user's cache; as torchvision's `FashionMNIST/raw/`."

@@ -1,4 +1,4 @@
-"""The engine behind the lessons: the device to train on, an epoch whose sums stay on the device and that stops on a non-finite loss, a step recorded once as a CUDA graph on a GPU, `fit` over a split held in memory, checkpoints written whole, and `load_or_fit`; each checked against the lesson it speeds up.
+"""The engine behind the lessons: the device to train on, an epoch whose sums stay on the device and that stops on a non-finite loss, a step recorded once as a CUDA graph on a GPU, and `fit` over a split held in memory; each checked against the lesson it speeds up.
 
 Docs: https://fashion-nb.github.io/fashion_nb/engine.html.md"""
 
@@ -7,30 +7,21 @@ Docs: https://fashion-nb.github.io/fashion_nb/engine.html.md"""
 # %% ../nbs/11b_engine.ipynb #c857c9a4
 from __future__ import annotations
 
-import io
-import platform
 import sys
 import time
 import warnings
-from functools import partial
-from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn, optim
 from tqdm import tqdm
 
-from .beyond import BetterNetwork
-from .core import CheckpointError, DeviceError, NonFiniteLossError, atomic_path, shown_path
-from .data import CLASS_NAMES, FashionSplit
-from .fast_network import FastNetwork
-from .model import Network
-from .training import seed_everything
+from .core import DeviceError, NonFiniteLossError
+from .data import FashionSplit
+from .params import PRECISIONS
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'NETWORKS', 'pick_device', 'Tally', 'train_epoch', 'CudaGraphStep', 'evaluate', 'adam', 'fit',
-           'library_versions', 'save_checkpoint', 'network_of', 'load_checkpoint', 'load_or_fit', 'describe_model']
+__all__ = ['pick_device', 'Tally', 'train_epoch', 'CudaGraphStep', 'evaluate', 'adam', 'fit']
 
 # %% ../nbs/11b_engine.ipynb #cb0a7501
 def pick_device(device: str | torch.device = 'auto',  # 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'
@@ -231,8 +222,6 @@ def adam(params, lr: float = 0.01,
     if weight_decay: return optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused)
     return optim.Adam(params, lr=lr, fused=fused)
 
-PRECISIONS = ('float32', 'bfloat16')
-
 def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     "The dtype `torch.autocast` runs the forward pass in for `precision` on `device`; None for float32."
     if precision not in PRECISIONS: raise ValueError(f"precision must be 'float32' or 'bfloat16', got {precision!r}")
@@ -298,92 +287,3 @@ def fit(model: nn.Module,
                                 valid_acc=f"{scores['accuracy']:.3f}")
         history.append({**record, 'seconds': time.perf_counter() - start})
     return history
-
-# %% ../nbs/11b_engine.ipynb #2ce02bed
-def library_versions() -> dict:
-    "Versions of Python and of the libraries a result depends on."
-    from importlib.metadata import version  # torchvision's version without importing it: two seconds a run
-    import fashion_nb
-    versions = {'python': platform.python_version(), 'torch': torch.__version__, 'torchvision': version('torchvision'),
-                'numpy': np.__version__, 'fashion_nb': fashion_nb.__version__}
-    return {k: str(v) for k, v in versions.items()}  # torch's version is a str subclass that weights_only loading refuses
-
-def save_checkpoint(path: Path | str,  # where to write; folders are created
-                    model: nn.Module,
-                    class_names=CLASS_NAMES,  # the label of each output, in order
-                    hparams: dict | None = None,  # the settings it was trained with
-                    metrics: dict | None = None,  # what it achieved
-                   ) -> Path:
-    "Save weights, class names, settings, metrics and library versions to `path`, atomically."
-    checkpoint = {'state_dict': {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-                  'class_names': list(class_names), 'hparams': dict(hparams or {}),
-                  'metrics': dict(metrics or {}), 'versions': library_versions()}
-    buffer = io.BytesIO()  # torch.save reports a full disk as a bare RuntimeError; a file write says ENOSPC
-    torch.save(checkpoint, buffer)
-    with atomic_path(path) as tmp: tmp.write_bytes(buffer.getbuffer())
-    return Path(path)
-
-NETWORKS = {'tutorial': Network, 'tutorial-plain': Network, 'better': BetterNetwork}
-
-def network_of(hparams: dict):  # a checkpoint's settings, as `save_checkpoint` stored them
-    "The class to build for a checkpoint: the one its `model` setting names, the lesson's `Network` if it names none."
-    name = hparams.get('model', 'tutorial')
-    if name not in NETWORKS:
-        raise CheckpointError(f"a checkpoint of model {name!r}, which this fashion_nb does not know "
-                              f"({', '.join(NETWORKS)}); pass network= the class to build")
-    if NETWORKS[name] is BetterNetwork:  # the settings it was built with; those it does not name keep their defaults
-        return partial(BetterNetwork, **{k: hparams[k] for k in ('batch_norm', 'dropout') if k in hparams})
-    return NETWORKS[name]
-
-def load_checkpoint(path: Path | str,
-                    device: str | torch.device = 'cpu',  # where to put the weights
-                    network=None,  # the class to build (e.g. `FastNetwork`); None: the one the checkpoint names
-                   ) -> tuple[nn.Module, dict]:
-    "The network saved at `path`, with its weights, in eval mode, and the whole checkpoint."
-    path = Path(path)
-    if not path.is_file(): raise CheckpointError(f"{path}: no such checkpoint; train one first (`make demo` writes runs/demo/model.pt)")
-    dev = pick_device(device)  # outside the try: a device this machine lacks is not a bad checkpoint
-    try: checkpoint = torch.load(path, map_location=dev, weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"{path}: not a fashion_nb checkpoint ({type(e).__name__}); train and save it again") from None
-    try: build = network or network_of(checkpoint.get('hparams', {}))
-    except CheckpointError as e: raise CheckpointError(f"{path}: {e}") from None
-    try:
-        model = build()
-        model.load_state_dict(checkpoint['state_dict'])
-    except Exception as e:
-        raise CheckpointError(f"{path}: not a fashion_nb checkpoint ({type(e).__name__}); train and save it again") from None
-    return model.to(dev).eval(), checkpoint
-
-# %% ../nbs/11b_engine.ipynb #3680121b
-def load_or_fit(path: Path | str,  # a checkpoint to use if it exists
-                train: FashionSplit,  # what to train on if it does not
-                seed: int = 0,  # seeds the weights and the order of a fresh model
-                device: str | torch.device = 'cpu',  # where the model is loaded or trained, and stays (see `pick_device`)
-                **fit_kwargs,  # passed to `fit` (epochs, lr, quiet, ...)
-               ) -> tuple[Network, dict]:
-    "The model saved at `path` and its checkpoint, or a `Network` fitted on `train` now and a description of it."
-    dev = pick_device(device)  # once, so that loading, training and the record agree
-    if Path(path).is_file():
-        model, checkpoint = load_checkpoint(path, dev)
-        return model, {**checkpoint, 'source': shown_path(path)}
-    seed_everything(seed)
-    fast = FastNetwork()
-    history = fit(fast, train, seed=seed, device=dev, **fit_kwargs)
-    model = Network().to(dev)
-    model.load_state_dict(fast.state_dict())  # the lesson's class, with the weights the engine trained
-    hparams = {'epochs': len(history), 'batch_size': 100, 'lr': 0.01, 'seed': seed, **fit_kwargs, 'device': str(dev),
-               'images': len(train), 'torch_threads': torch.get_num_threads()}
-    return model.eval(), {'class_names': list(train.classes), 'hparams': hparams, 'metrics': {'history': history},
-                          'versions': library_versions(),
-                          'source': f"trained on this page, as {shown_path(path)} was not there (`make demo` writes it)"}
-
-def describe_model(checkpoint: dict) -> str:
-    "One line saying which model a checkpoint (or `load_or_fit`'s description) holds: where from, how trained, how good."
-    h, m = checkpoint['hparams'], checkpoint['metrics']
-    images = h.get('images') or h.get('limit') or 60000
-    line = (f"{checkpoint.get('source', 'checkpoint')}: {h['epochs']} epoch{'s' * (h['epochs'] != 1)} on {images:,} training images, "
-            f"batch {h['batch_size']}, Adam lr {h['lr']}, seed {h['seed']}, {h['device']}")
-    if h.get('torch_threads'): line += f" with {h['torch_threads']} torch threads"
-    if 'test_accuracy' in m: line += f"; test accuracy {m['test_accuracy']:.4f}"
-    return line

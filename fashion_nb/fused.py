@@ -22,8 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from .core import atomic_path
-from .datafiles import user_cache_dir
+from .core import atomic_path, user_cache_dir
 
 # %% auto #0
 __all__ = ['KERNEL_SOURCE', 'COMPILE_FLAGS', 'build_kernel', 'conv_pool_kernel', 'kernel_unavailable', 'Conv1PoolReLU',

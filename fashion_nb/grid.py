@@ -14,7 +14,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from .run import ParamError, check_names, parse_value
+from .params import PARAMETERS, ParamError, check_names, parse_value
 
 # %% auto #0
 __all__ = ['Range', 'parse_range', 'parse_grid', 'params_key', 'expand_grid', 'expand_grids', 'merge_grids', 'sample_grid',
@@ -130,20 +130,20 @@ def sample_grid(grid: dict[str, list],  # values and ranges
     return list(runs.values())
 
 # %% ../nbs/13a_grid.ipynb #01b7ee40
-_ACCEPTS = {'int': (int,), 'float': (int, float), 'str': (str,), 'bool': (bool,)}
+def _check_range(name: str, drawn: Range):
+    "Refuse a range of the wrong kind for `name`, or one with an end that the table does not allow."
+    param, draws = PARAMETERS[name], _RANGE_TYPES[drawn.kind]
+    if not (param.kind is float or param.kind is draws):  # a decimal parameter takes whole numbers too
+        raise ParamError(f"parameter {name!r} is declared {param.kind.__name__}, but the range {drawn} draws {draws.__name__} values")
+    for end in (drawn.low, drawn.high):
+        try: param.check(draws(end))
+        except ParamError as e: raise ParamError(f"{e} (an end of the range {drawn})") from None
 
 def check_grid(grid: dict[str, list], notebook: Path | str | None = None):
-    "Refuse names the notebook does not declare and values whose type does not match the declaration."
-    declared = check_names(grid, notebook)  # reads the notebook's declarations once
+    "Refuse names the notebook does not declare, values the table of parameters does not allow, and ranges that reach outside it."
+    check_names(grid, notebook)  # reads the notebook's declarations once
     for name, values in grid.items():
-        kind = declared[name]['inferred_type_name']
-        accepted = _ACCEPTS.get(kind)
+        if name not in PARAMETERS: raise ParamError(f"parameter {name!r} is not in the table of parameters (fashion_nb.params)")
         for value in values:
-            if isinstance(value, Range):
-                if accepted and _RANGE_TYPES[value.kind] not in accepted:
-                    raise ParamError(f"parameter {name!r} is declared {kind}, but the range {value} draws "
-                                     f"{_RANGE_TYPES[value.kind].__name__} values")
-                continue
-            wrong_bool = isinstance(value, bool) and kind != 'bool'
-            if accepted and (wrong_bool or not isinstance(value, accepted)):
-                raise ParamError(f"parameter {name!r} is declared {kind}, but {value!r} is {type(value).__name__}")
+            if isinstance(value, Range): _check_range(name, value)
+            else: PARAMETERS[name].check(value)

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from PIL import UnidentifiedImageError
 from torch import nn
 
+from .checkpoint import load_checkpoint
 from .data import CLASS_NAMES, to_float
-from .engine import load_checkpoint
 from .inference import as_fashion_mnist
 
 # %% auto #0

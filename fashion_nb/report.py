@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .core import atomic_path, save_figure
 from .resume import SUMMARY_COLUMNS, finished_metrics, run_folder
-from .run import parse_value
+from .params import parse_value
 
 # %% auto #0
 __all__ = ['finished_rows', 'compare_settings', 'setting_parameters', 'runs_of', 'choose', 'report', 'write_summary',

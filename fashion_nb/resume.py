@@ -14,8 +14,9 @@ import re
 from pathlib import Path
 
 from .core import FashionNBError
+from .fingerprint import run_fingerprint, stale_reason
 from .grid import params_key
-from .run import parse_value, run_fingerprint, stale_reason
+from .params import parse_value
 
 # %% auto #0
 __all__ = ['RUN_METRICS', 'SUMMARY_COLUMNS', 'run_name', 'metrics_problem', 'MetricsError', 'read_metrics', 'finished_metrics',

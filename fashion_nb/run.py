@@ -1,4 +1,4 @@
-"""The checked parameters, and `run_end_to_end`, which executes the end-to-end notebook with papermill and returns what it measured.
+"""`run_end_to_end`, which executes the end-to-end notebook with papermill and returns what it measured.
 
 Docs: https://fashion-nb.github.io/fashion_nb/run.html.md"""
 
@@ -7,212 +7,28 @@ Docs: https://fashion-nb.github.io/fashion_nb/run.html.md"""
 # %% ../nbs/12_run.ipynb #7781cf9d
 from __future__ import annotations
 
-import ast
-import functools
-import hashlib
 import json
 import logging
-import math
-import multiprocessing.util
 import os
-import secrets
-import shutil
-import subprocess
-import tempfile
 import time
 from pathlib import Path
 
-from .core import DeviceError, FashionNBError, checkout_root, project_root, write_json
+from .core import FashionNBError, project_root, write_json
+from .fingerprint import run_fingerprint
+from .params import Param, ParamError, callers_folder, check_names, end_to_end_notebook
 
 # %% auto #0
-__all__ = ['MODELS', 'SCHEDULES', 'END_TO_END', 'PACKAGED_END_TO_END', 'ParamError', 'temporary_out_dir', 'check_params',
-           'end_to_end_notebook', 'RunError', 'parse_value', 'callers_folder', 'notebook_parameters', 'check_names',
-           'package_digest', 'run_fingerprint', 'stale_reason', 'kernel_config', 'run_end_to_end']
-
-# %% ../nbs/12_run.ipynb #a634b105
-class ParamError(FashionNBError, ValueError):
-    "A run parameter has the wrong type or an impossible value."
-
-MODELS = ('tutorial', 'tutorial-plain', 'better')  # the end-to-end notebook's `model` (see its parameters cell)
-SCHEDULES = ('constant', 'one-cycle')  # how the learning rate moves during training
-
-def _whole(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ParamError(f"{name} must be a whole number, got {value!r} ({type(value).__name__})")
-    if value < minimum: raise ParamError(f"{name} must be at least {minimum}, got {value}")
-    return value
-
-def temporary_out_dir() -> str:
-    "A new folder's name in the temporary directory, for a run given no `out_dir`; the folder is removed when this process ends."
-    path = Path(tempfile.gettempdir()).resolve()/f"fashion_nb-{secrets.token_hex(8)}"  # 64 random bits: no one can take it first
-    # multiprocessing's exit hook also runs at the end of its workers, where atexit does not (nbdev-test runs notebooks in them)
-    multiprocessing.util.Finalize(None, shutil.rmtree, args=(str(path),), kwargs={'ignore_errors': True}, exitpriority=0)
-    return str(path)
-
-def check_params(epochs: int,  # passes over the training images, at least 1
-                 batch_size: int,  # images per optimizer step, at least 1
-                 lr: float,  # Adam's learning rate, positive
-                 seed: int,  # seeds weights and shuffling, at least 0
-                 device: str,  # 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'
-                 data_dir: str,  # a readable folder with the IDX files, or '' to search the usual places
-                 limit: int,  # train on the first `limit` images; 0 means all
-                 out_dir: str,  # where the run writes its files; '' means a temporary folder, removed when the process ends
-                 quiet: bool,  # no progress bars
-                 threads: int = 0,  # CPU threads for torch; 0 keeps its default
-                 val_size: int = 0,  # training images put aside for validation, fewer than 60,000
-                 deterministic: bool = False,  # deterministic algorithms only
-                 model: str = 'tutorial',  # 'tutorial' (as FastNetwork), 'tutorial-plain' (Network) or 'better'
-                 weight_decay: float = 0.0,  # AdamW's weight decay, 0 or more; 0 keeps the tutorial's Adam
-                 schedule: str = 'constant',  # 'constant' or 'one-cycle'
-                 augment: bool = False,  # shift and mirror the training pictures
-                 max_shift: int = 2,  # with augment: the largest shift in pixels, 0 to 13; 0 mirrors only
-                 label_smoothing: float = 0.0,  # cross-entropy's label smoothing, in [0, 1)
-                 flip_scores: bool = False,  # score each test picture with its mirror image
-                 precision: str = 'float32',  # 'float32' or 'bfloat16' (mixed precision while training)
-                 batch_norm: bool = True,  # the better network: batch normalisation in every block
-                 dropout: float = 0.3,  # the better network: the hidden layer's dropout, in [0, 1)
-                ) -> dict:
-    "Check a run's parameters; return them with the device resolved and `out_dir` absolute (a folder named is created)."
-    for name, value, minimum in (('epochs', epochs, 1), ('batch_size', batch_size, 1), ('seed', seed, 0),
-                                 ('limit', limit, 0), ('threads', threads, 0), ('val_size', val_size, 0),
-                                 ('max_shift', max_shift, 0)):
-        _whole(name, value, minimum)
-    if max_shift > 13: raise ParamError(f"max_shift must leave part of a 28-pixel picture: at most 13, got {max_shift}")
-    if val_size >= 60000: raise ParamError(f"val_size must leave training images: below 60,000, got {val_size:,}")
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-        raise ParamError(f"lr must be a positive number, got {lr!r}")
-    for name, value in (('quiet', quiet), ('deterministic', deterministic), ('augment', augment),
-                        ('flip_scores', flip_scores), ('batch_norm', batch_norm)):
-        if not isinstance(value, bool): raise ParamError(f"{name} must be True or False, got {value!r}")
-    from fashion_nb.engine import PRECISIONS, pick_device  # here, not at the top: a batch's workers need no torch of their own
-    for name, value, allowed in (('model', model, MODELS), ('schedule', schedule, SCHEDULES),
-                                 ('precision', precision, PRECISIONS)):
-        if value not in allowed: raise ParamError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
-    for name, value, top, words in (('weight_decay', weight_decay, math.inf, 'from 0 up'),
-                                    ('label_smoothing', label_smoothing, 1, 'from 0 up to (not including) 1'),
-                                    ('dropout', dropout, 1, 'from 0 up to (not including) 1')):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < top:
-            raise ParamError(f"{name} must be a number {words}, got {value!r}")
-    try: resolved = pick_device(device)
-    except DeviceError as e: raise ParamError(f"device: {e}") from None
-    for name, value in (('device', device), ('data_dir', data_dir), ('out_dir', out_dir)):
-        if not isinstance(value, str): raise ParamError(f"{name} must be a string, got {value!r}")
-    if data_dir and not (Path(data_dir).is_dir() and os.access(data_dir, os.R_OK | os.X_OK)):
-        raise ParamError(f"data_dir {data_dir!r} is not a readable folder; give the folder holding the IDX files, or '' to search")
-    if out_dir:  # the folder named: made now, the one way to know it can be
-        try: Path(out_dir).mkdir(parents=True, exist_ok=True)
-        except OSError as e: raise ParamError(f"out_dir {out_dir!r} cannot be created ({e.strerror})") from None
-        if not os.access(out_dir, os.W_OK): raise ParamError(f"out_dir {out_dir!r} is not writable")
-    else: out_dir = temporary_out_dir()  # made by the run's first file, not by checking
-    return dict(epochs=epochs, batch_size=batch_size, lr=float(lr), seed=seed, device=str(resolved),
-                data_dir=data_dir, limit=limit, out_dir=str(Path(out_dir).resolve()), quiet=quiet, threads=threads,
-                val_size=val_size, deterministic=deterministic, model=model, weight_decay=float(weight_decay),
-                schedule=schedule, augment=augment, max_shift=max_shift, label_smoothing=float(label_smoothing),
-                flip_scores=flip_scores, precision=precision, batch_norm=batch_norm, dropout=float(dropout))
+__all__ = ['RUN_OPTIONS', 'RunError', 'kernel_config', 'run_end_to_end']
 
 # %% ../nbs/12_run.ipynb #f3f58fc3
-END_TO_END = 'nbs/05_end_to_end.ipynb'  # in a checkout; `make export` copies it into the package for wheels
-PACKAGED_END_TO_END = 'end_to_end.ipynb'  # the copy, beside the package's modules
-
-def end_to_end_notebook() -> Path:
-    "The end-to-end notebook: the checkout's source, or the copy installed with the package."
-    import fashion_nb
-    root = checkout_root()
-    return root/END_TO_END if root else Path(fashion_nb.__file__).parent/PACKAGED_END_TO_END
-
 class RunError(FashionNBError):
     "The end-to-end notebook could not be run, or a cell of it failed."
 
-_LITERALS = {'True': True, 'False': False, 'None': None}
-
-def parse_value(text: str):
-    "A command-line value as papermill's `-p` reads it: bool, None, int, float or str."
-    if text in _LITERALS: return _LITERALS[text]
-    for kind in (int, float):
-        try: return kind(text)
-        except ValueError: pass
-    return text
-
-def callers_folder(value):
-    "A relative folder as an absolute one, from the current folder: a run's kernel starts elsewhere (in the checkout)."
-    return os.path.abspath(value) if isinstance(value, str) and value and not os.path.isabs(value) else value
-
-def notebook_parameters(notebook: Path | str | None = None) -> dict:
-    "The parameters the notebook declares, by name, with papermill's view of their type, default and help."
-    notebook = Path(notebook or end_to_end_notebook())
-    if not notebook.is_file(): raise RunError(f"{notebook}: no such notebook; name an end-to-end notebook that exists")
-    return dict(_inspected(str(notebook.resolve()), notebook.stat().st_mtime_ns))
-
-@functools.lru_cache(maxsize=8)
-def _inspected(notebook: str, modified: int) -> dict:
-    "papermill's reading of a notebook's parameters, once per version of the file (a batch asks for every run)."
-    import papermill
-    return dict(papermill.inspect_notebook(notebook))
-
-def check_names(parameters: dict, notebook: Path | str | None = None) -> dict:
-    "Refuse parameter names that the notebook does not declare; return the declarations, as `notebook_parameters`."
-    known = notebook_parameters(notebook)
-    unknown = sorted(set(parameters) - set(known))
-    if unknown: raise ParamError(f"unknown parameter{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
-                                 f"the notebook takes: {', '.join(known)}")
-    return known
-
-# %% ../nbs/12_run.ipynb #e2a593ec
-_NOT_RESULTS = ('out_dir', 'quiet', 'tensorboard')  # where the files go and whether bars show: the same run either way
-
-def _declared_defaults(notebook):
-    "The notebook's parameter defaults as Python values (papermill gives the source text of each, e.g. `'\"auto\"'`)."
-    defaults = {}
-    for name, info in notebook_parameters(notebook).items():
-        try: defaults[name] = ast.literal_eval(info['default'])
-        except (ValueError, TypeError, SyntaxError): defaults[name] = info['default']  # not a literal: keep its text
-    return defaults
-
-def _code_digest(notebook: Path) -> str:
-    "SHA-256 of the notebook's code cells, so that editing its prose changes nothing."
-    cells = json.loads(Path(notebook).read_text())['cells']
-    sources = [''.join(c['source']) if isinstance(c['source'], list) else c['source'] for c in cells if c['cell_type'] == 'code']
-    return hashlib.sha256('\0'.join(sources).encode()).hexdigest()
-
-def package_digest(folder: Path | str | None = None,  # the package's folder; default: the installed fashion_nb's
-                  ) -> str:
-    "SHA-256 of a package's modules, each name with its content."
-    if folder is None:
-        import fashion_nb
-        folder = Path(fashion_nb.__file__).parent
-    digest = hashlib.sha256()
-    for module in sorted(Path(folder).glob('*.py'), key=lambda p: p.name):
-        source = module.read_bytes()
-        digest.update(f"{module.name}\0{len(source)}\0".encode())
-        digest.update(source)
-    return digest.hexdigest()
-
-def _git_commit() -> str | None:
-    "The checkout's commit, or None without git or outside a repository."
-    try: result = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=project_root(), capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError): return None
-    return (result.stdout.strip() or None) if result.returncode == 0 else None
-
-def run_fingerprint(parameters: dict,  # the run's overrides of the notebook's parameters
-                    notebook: Path | str | None = None,  # default: the project's end-to-end notebook
-                    package: str | None = None,  # the package's digest as the run's kernel imported it; None: of the files now
-                   ) -> dict:
-    "What decides a run's results: its full parameters, digests of the notebook's code and of the package; and the commit."
-    defaults = _declared_defaults(notebook)  # refuses a missing notebook
-    params = {**defaults, **parameters}
-    return {'params': {name: params[name] for name in sorted(params) if name not in _NOT_RESULTS},
-            'notebook': _code_digest(notebook or end_to_end_notebook()), 'package': package or package_digest(),
-            'commit': _git_commit()}
-
-# %% ../nbs/12_run.ipynb #1f86bb58
-def stale_reason(recorded: dict | None,  # the fingerprint a finished run recorded, if any
-                 expected: dict,  # the fingerprint it would have now, from `run_fingerprint`
-                ) -> str | None:
-    "Why a finished run's results are out of date, or None while they stand; a new commit alone changes nothing."
-    if not isinstance(recorded, dict) or not {'params', 'notebook', 'package'} <= set(recorded): return 'no fingerprint'
-    for key, reason in (('params', 'parameters changed'), ('notebook', 'notebook changed'), ('package', 'package changed')):
-        if recorded[key] != expected[key]: return reason
-    return None
+RUN_OPTIONS = {p.name: p for p in (  # how a run runs; a batch checks its own with them too
+    Param('timeout', int, None, 'seconds a cell may run before the run is stopped; None: no limit', low=1),  # nbclient: 0 is no limit
+    Param('start_timeout', int, 60, 'seconds to wait for the kernel to start', low=1),
+    Param('start_attempts', int, 3, 'starts to try before giving up, when the kernel fails to start', low=1),
+)}
 
 # %% ../nbs/12_run.ipynb #6be083be
 def kernel_config():
@@ -270,8 +86,8 @@ def run_end_to_end(out_dir: Path | str,  # the folder for the executed notebook 
     from papermill.exceptions import PapermillExecutionError
     parameters = dict(parameters or {})
     check_names(parameters, notebook)
-    _whole('start_timeout', start_timeout, 1); _whole('start_attempts', start_attempts, 1)
-    if timeout is not None: _whole('timeout', timeout, 1)  # nbclient reads 0 or less as no limit at all
+    RUN_OPTIONS['start_timeout'].check(start_timeout); RUN_OPTIONS['start_attempts'].check(start_attempts)
+    if timeout is not None: RUN_OPTIONS['timeout'].check(timeout)  # None: no limit
     for name in ('data_dir', 'tensorboard'):  # folders named from the caller's folder, not the kernel's
         if name in parameters: parameters[name] = callers_folder(parameters[name])
     out_dir = Path(out_dir).resolve()

@@ -18,7 +18,7 @@ from .beyond import one_cycle
 from .core import FashionNBError
 from .data import FashionSplit, to_float
 from .inference import show_predictions
-from .run import SCHEDULES
+from .params import SCHEDULES
 
 # %% auto #0
 __all__ = ['NOT_HPARAMS', 'RESULTS', 'EMBEDDING', 'TensorBoardMissing', 'check_tensorboard', 'epoch_rates', 'hidden_features',

@@ -24,8 +24,9 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from .core import clear_stale_temporaries, project_root
+from .fingerprint import package_digest
 from .resume import done_row, failed_row, reason_to_run, run_folder, run_row, skipped_row
-from .run import RunError, kernel_config, package_digest, run_end_to_end
+from .run import RunError, kernel_config, run_end_to_end
 
 # %% auto #0
 __all__ = ['KeptKernel', 'run_one', 'local_pool']
@@ -34,7 +35,7 @@ __all__ = ['KeptKernel', 'run_one', 'local_pool']
 class KeptKernel:
     "A kernel a worker keeps for its runs: the heavy imports paid once, the namespace and global switches reset before each run."
     PRELOAD = ("import torch, torch._dynamo, matplotlib.pyplot, sklearn.metrics\n"  # the imports every run pays for
-               "import fashion_nb.confusion, fashion_nb.inference, fashion_nb.run, fashion_nb.training, fashion_nb.engine\n"
+               "import fashion_nb.confusion, fashion_nb.inference, fashion_nb.params, fashion_nb.training, fashion_nb.engine, fashion_nb.checkpoint\n"
                "import gc; gc.freeze()\n"  # what the imports made lives as long as the kernel: each collection skips it
                "%reset -f")  # the first run finds no names either
     RESET = ("import matplotlib.pyplot, torch\n"

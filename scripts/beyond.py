@@ -5,7 +5,7 @@
 2. `fashion-nb batch` runs its ablation into runs/beyond/: each setting with three seeds, every run ranked on the
    same 10,000 held-out training images.
 3. The batch's own `choose` picks the setting with the best mean validation accuracy.
-4. The chosen setting runs once more, seed 0, with as many epochs as fit in ten minutes at the pace of its slowest
+4. The chosen setting runs once more, seed 0, with as many epochs as fit in ten minutes at the pace of its median
    epoch in the sweep, less 5 % (runs/beyond-long/).
 5. nbs/results/beyond/ gets what the page shows: runs.json (a row a run: its setting, its parent step and what it
    changed from it, validation accuracy, training seconds and validation curve; the test accuracy only where the
@@ -18,16 +18,17 @@ import argparse
 import json
 import shutil
 import signal
+import statistics
 from pathlib import Path
 
 from fashion_nb.batch import BatchInterrupted, run_batch, with_defaults
 from fashion_nb.beyond import RECIPE, ablation_problems, changed_settings
-from fashion_nb.cli import _stop_as_ctrl_c
-from fashion_nb.core import atomic_path
+from fashion_nb.cli import stop_as_ctrl_c
+from fashion_nb.core import atomic_path, shown_path
 from fashion_nb.grid import parse_grid
+from fashion_nb.params import declared_defaults
 from fashion_nb.report import choose, compare_settings, report, runs_of
 from fashion_nb.resume import finished_metrics, run_folder
-from fashion_nb.run import _declared_defaults
 
 ROOT = Path(__file__).resolve().parent.parent
 SWEEP = ROOT/'sweeps'/'beyond.yaml'
@@ -53,7 +54,7 @@ def sweep_parents(yaml_file: Path = SWEEP) -> list[int | None]:
 
 def sweep_steps(yaml_file: Path = SWEEP, pairs=()) -> tuple[list[dict], list[dict]]:
     "The sweep's grids, as `run_batch` takes them, and its steps: each setting as the runs have it, and its parent."
-    defaults, grids = _declared_defaults(None), parse_grid(pairs, yaml_file=yaml_file)
+    defaults, grids = declared_defaults(), parse_grid(pairs, yaml_file=yaml_file)
     if not isinstance(grids, list): raise SystemExit(f"beyond: {yaml_file}: an ablation is a list of settings")
     settings = [{**{k: [defaults[k]] for k in PARAMS if k not in g}, **g}  # every run's row then names them all
                 for g in with_defaults(grids)]
@@ -73,7 +74,7 @@ def changes(steps: list[dict]) -> list[str]:
 
 def command_params(row: dict) -> dict:
     "The parameters `fashion-nb run` needs to repeat a run of the sweep: those that differ from the notebook's defaults."
-    defaults = _declared_defaults(None)
+    defaults = declared_defaults()
     names = (*PARAMS, 'seed', 'limit', 'val_size')  # threads and quiet change how it runs, not what it computes
     return {k: row[k] for k in names if row[k] != defaults[k]}
 
@@ -88,10 +89,11 @@ def page_row(row: dict, step: int, parent: int | None, change: str, with_test: b
                if with_test else {})}
 
 
-def main(long_epochs: int | None = None, pairs=(), out: Path = ROOT/'runs', results_dir: Path = RESULTS):
-    settings, steps = sweep_steps(SWEEP, pairs)
+def main(long_epochs: int | None = None, pairs=(), out: Path = ROOT/'runs', results_dir: Path = RESULTS,
+         sweep: Path = SWEEP):  # another sweep file, of the same form: tests run a small one
+    settings, steps = sweep_steps(sweep, pairs)
     broken = ablation_problems(steps)
-    if broken: raise SystemExit(f"beyond: {SWEEP.name} is not an ablation of one change a step: " + '; '.join(broken))
+    if broken: raise SystemExit(f"beyond: {Path(sweep).name} is not an ablation of one change a step: " + '; '.join(broken))
     rows = run_batch(settings, out/'beyond', workers=1)
     table = compare_settings(rows)
     print('\n'.join(report(table, rows)))
@@ -101,9 +103,9 @@ def main(long_epochs: int | None = None, pairs=(), out: Path = ROOT/'runs', resu
     chosen_runs = {r['run'] for r in runs_of(chosen, rows)}
     seed0 = next(r for r in runs_of(chosen, rows) if r['seed'] == 0)
     long_params = {k: [seed0[k]] for k in (*PARAMS, 'seed', 'limit', 'val_size', 'threads', 'quiet')}
-    if long_epochs is None:  # as many as fit in ten minutes at the slowest epoch the chosen setting's runs took, less 5 %
-        slowest = max(h['seconds'] for r in runs_of(chosen, rows) for h in finished_metrics(run_folder(r))['history'])
-        long_epochs = int(LONG_SECONDS * 0.95 // slowest)
+    if long_epochs is None:  # the median epoch, not the slowest: one epoch slowed by other work would shorten the run
+        pace = statistics.median(h['seconds'] for r in runs_of(chosen, rows) for h in finished_metrics(run_folder(r))['history'])
+        long_epochs = int(LONG_SECONDS * 0.95 // pace)
     long_rows = run_batch({**long_params, 'epochs': [long_epochs]}, out/'beyond-long', workers=1)
     if long_rows[0]['status'] not in ('done', 'skipped'): raise SystemExit(f"beyond: the long run failed: {long_rows[0]['reason']}")
 
@@ -117,7 +119,7 @@ def main(long_epochs: int | None = None, pairs=(), out: Path = ROOT/'runs', resu
                         with_test=True)
 
     results_dir.mkdir(parents=True, exist_ok=True)
-    results = {'sweep': SWEEP.relative_to(ROOT).as_posix(), 'chosen_step': step(seed0), 'runs': runs, 'long_run': long_run,
+    results = {'sweep': shown_path(sweep), 'chosen_step': step(seed0), 'runs': runs, 'long_run': long_run,
                'command_params': command_params(seed0)}
     text = json.dumps(results, indent=1)
     for run, depth in (*((run, 2) for run in runs), (long_run, 1)):  # a line a run: a diff then shows which runs changed
@@ -131,7 +133,7 @@ def main(long_epochs: int | None = None, pairs=(), out: Path = ROOT/'runs', resu
 
 
 if __name__ == '__main__':
-    signal.signal(signal.SIGTERM, _stop_as_ctrl_c)  # as `fashion-nb batch` does: kill PID stops the workers too
+    signal.signal(signal.SIGTERM, stop_as_ctrl_c)  # as `fashion-nb batch` does: kill PID stops the workers too
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--long-epochs', type=int, default=None,
                         help='epochs of the long run of the chosen setting (default: as many as fit in ten minutes)')

@@ -20,7 +20,7 @@ from fashion_nb.core import project_root
 from fashion_nb.grid import expand_grid, parse_grid
 from fashion_nb.report import choose, compare_settings, read_summary, report, runs_of
 from fashion_nb.resume import finished_metrics
-from fashion_nb.run import END_TO_END, ParamError
+from fashion_nb.params import END_TO_END, ParamError
 from fashion_nb.sizing import usable_cpus
 from test_end_to_end import leftovers, processes_tagged, short_notebook, traced  # noqa: F401 (traced: a fixture)
 
@@ -42,8 +42,10 @@ def test_grid_expansion_is_the_full_product():
 
 @pytest.mark.parametrize('grid, message', [
     ({'learning_rate': [0.1]}, "unknown parameter 'learning_rate'"),
-    ({'epochs': ['one']}, "'epochs' is declared int, but 'one' is str"),
-    ({'lr': [0.1, 'fast']}, "'lr' is declared float, but 'fast' is str"),
+    ({'epochs': ['one']}, "epochs must be a whole number, got 'one'"),
+    ({'lr': [0.1, 'fast']}, "lr must be a number, got 'fast'"),
+    ({'lr': [0.1, -0.1]}, 'lr must be positive, got -0.1'),
+    ([{'lr': [0.1]}, {'epochs': [0]}], 'setting 1: epochs must be at least 1, got 0'),
 ])
 def test_refused_before_anything_runs(tmp_path, grid, message):
     with pytest.raises(ParamError, match=message):
@@ -158,17 +160,20 @@ def test_batch_on_a_cluster_of_separate_processes(local_batch, dask_cluster, tmp
 
 
 def test_failed_run_is_isolated_and_the_command_exits_nonzero(tmp_path, real_data_available):
-    "`fashion-nb batch` as installed, with a YAML file and -p together; one run is given a bad value."
-    (tmp_path/'grid.yml').write_text('epochs: [1, 0]\nlimit: 300\n')
+    """`fashion-nb batch` as installed, with a YAML file and -p together; one run names a data folder that is not there,
+    which only the run itself can find out (the table allows any folder's name)."""
+    missing = tmp_path/'no-data'
+    (tmp_path/'grid.yml').write_text(f'data_dir: ["", "{missing}"]\nlimit: 300\n')
     command = Path(sys.executable).parent/'fashion-nb'
     result = subprocess.run([command, 'batch', '-f', tmp_path/'grid.yml', '-p', 'seed', '3', '-p', 'val_size', '1000',
                              '--workers', '2', '--no-progress', '--out', tmp_path/'out'], capture_output=True, text=True)
     assert result.returncode == 1
-    rows = {r['epochs']: r for r in read_summary(tmp_path/'out'/'summary.csv')}
-    assert rows[1]['status'] == 'done' and rows[1]['test_accuracy'] > 0.1
-    assert rows[0]['status'] == 'failed' and 'ParamError: epochs must be at least 1, got 0' in rows[0]['reason']
-    assert Path(rows[0]['notebook']).is_file()  # the executed notebook, with its error, is kept
-    assert re.search(r'run epochs=0_limit=300_seed=3_val_size=1000 failed: cell \d+ failed: ParamError', result.stderr)
+    rows = {r['data_dir']: r for r in read_summary(tmp_path/'out'/'summary.csv')}
+    assert rows['']['status'] == 'done' and rows['']['test_accuracy'] > 0.1
+    failed = rows[str(missing)]
+    assert failed['status'] == 'failed' and f"ParamError: data_dir {str(missing)!r} is not a readable folder" in failed['reason']
+    assert Path(failed['notebook']).is_file()  # the executed notebook, with its error, is kept
+    assert re.search(rf"run {re.escape(failed['run'])} failed: cell \d+ failed: ParamError", result.stderr)
     assert '1 of 2 runs finished' in result.stdout
     assert 'IPKernelApp' not in result.stderr and 'Traceback' not in result.stderr  # no kernel logging reaches the terminal
 
@@ -365,8 +370,9 @@ def test_out_that_cannot_be_a_folder_is_refused_in_one_line(tmp_path, where):
 
 
 def test_duplicates_run_once_and_a_long_value_fails_only_its_run(tmp_path, real_data_available):
-    "0.01 and 1e-2 are one run; a 260-character value makes a short folder name, and its run fails on its own."
-    rows = run_batch({'lr': [0.01, 1e-2], 'device': ['cpu', 'x' * 260], **SMALL}, tmp_path, workers=2, progress=False)
+    """0.01 and 1e-2 are one run; a 260-character value makes a short folder name, and its run fails on its own (a data
+    folder that is not there: the table allows any folder's name, and only the run finds out)."""
+    rows = run_batch({'lr': [0.01, 1e-2], 'data_dir': ['', '/no/such/' + 'x' * 251], **SMALL}, tmp_path, workers=2, progress=False)
     assert len(rows) == 2 and sorted(r['status'] for r in rows) == ['done', 'failed']
     failed = next(r for r in rows if r['status'] == 'failed')
     assert len(failed['run']) <= 120 and '\n' not in failed['reason'] and (tmp_path/failed['run']).is_dir()

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from fashion_nb.batch import LOCK_FILE
+from fashion_nb.fingerprint import package_digest
 from fashion_nb.report import read_summary
-from fashion_nb.run import package_digest
 from test_batch import interrupted_batch
 from test_end_to_end import leftovers, processes_tagged, short_notebook, traced  # noqa: F401 (traced: a fixture)
 

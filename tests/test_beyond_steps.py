@@ -78,9 +78,7 @@ def runs_problems(runs: list[dict]) -> list[str]:
 
 def test_the_committed_runs_change_one_setting_a_step():
     runs = json.loads(RESULTS.read_text())['runs']
-    if not all('parent' in r for r in runs):
-        pytest.skip("nbs/results/beyond/runs.json predates the parents of sweeps/beyond.yaml (its runs record no "
-                    "parent step): `make beyond` must run the new file first")
+    assert all('parent' in r for r in runs), "runs.json has runs that record no parent step: rerun `make beyond`"
     assert runs_problems(runs) == []
 
 
@@ -98,11 +96,51 @@ def test_the_runs_check_can_fail():
     assert 'the runs come from another version of sweeps/beyond.yaml' in found, found
 
 
-def test_the_runs_check_finds_a_step_of_several_changes():
-    "The check above can fail: the committed rows, each given the parent the old file had, break the rule at steps 1, 2, 6."
-    runs = json.loads(RESULTS.read_text())['runs']
-    if all('parent' in r for r in runs): pytest.skip("runs.json records parents: the old file's rows are gone")
-    steps = ablation_steps(runs)  # the parent of each: the earlier step it differs from least
-    given = [{**r, 'parent': next(s['parent'] for s in steps if s['step'] == r['step'])} for r in runs]
-    found = ablation_problems(ablation_steps(given))
-    assert [line.split(' changes')[0] for line in found] == ['step 1', 'step 2', 'step 6'], found
+# three settings in the form of sweeps/beyond.yaml (anchors, `<<: *parent`), two seeds each; `-p` below shrinks the data
+TINY_SWEEP = """- &tutorial {model: tutorial, epochs: 1, batch_size: 100, lr: 0.01, max_shift: 0, limit: 0,
+             val_size: 10000, threads: 2, quiet: true, seed: [0, 1]}
+- &adam_rate {<<: *tutorial, lr: 0.001}
+- {<<: *adam_rate, batch_size: 50}
+"""
+LONG_EPOCHS = 2  # not the sweep's 1: the long run's epochs can only come from long_epochs
+
+
+def test_the_script_on_a_tiny_sweep_writes_what_the_page_reads(tmp_path, real_data_available, capsys):
+    "scripts/beyond.py end to end, on 300 images an epoch: step labels, parents, test accuracy only where chosen, the long run, the models."
+    sweep = tmp_path/'tiny.yaml'
+    sweep.write_text(TINY_SWEEP)
+    out, results_dir = tmp_path/'runs', tmp_path/'results'
+    beyond.main(LONG_EPOCHS, [('limit', '300'), ('val_size', '200')], out, results_dir, sweep=sweep)
+    assert 'beyond: 6 runs and the long run' in capsys.readouterr().out
+    results = json.loads((results_dir/'runs.json').read_text())
+    runs, long_run, chosen = results['runs'], results['long_run'], results['chosen_step']
+    assert results['sweep'].endswith('tiny.yaml'), results['sweep']
+    assert [(r['step'], r['seed'], r['parent'], r['change']) for r in runs] == [
+        (0, 0, None, "the tutorial's settings"), (0, 1, None, "the tutorial's settings"),
+        (1, 0, 0, 'lr=0.001'), (1, 1, 0, 'lr=0.001'), (2, 0, 1, 'batch_size=50'), (2, 1, 1, 'batch_size=50')]
+    assert [(r['lr'], r['batch_size'], r['epochs']) for r in runs[::2]] == [(0.01, 100, 1), (0.001, 100, 1), (0.001, 50, 1)]
+    means = {s: sum(r['val_accuracy'] for r in runs if r['step'] == s) / 2 for s in range(3)}
+    assert means[chosen] == max(means.values()), f"chosen step {chosen}, mean validation accuracy by step {means}"
+    # the test split is read for the chosen setting only, and for the tutorial's settings the page compares it with
+    tested = {(r['step'], r['seed']) for r in runs if 'test_accuracy' in r}
+    assert tested == {(s, seed) for s in {0, chosen} for seed in (0, 1)}, f"chosen step {chosen}; test accuracy on {sorted(tested)}"
+    assert all(('confusion_matrix' in r) == ('test_accuracy' in r) for r in runs)
+    assert all(len(r['valid_curve']) == 1 and 0 < r['val_accuracy'] < 1 for r in runs)
+    # the long run: the chosen setting, seed 0, long_epochs epochs, after the sweep's steps
+    chosen_row = next(r for r in runs if r['step'] == chosen and r['seed'] == 0)
+    assert (long_run['step'], long_run['parent'], long_run['seed']) == (3, chosen, 0), long_run
+    assert long_run['change'] == f"the chosen setting, epochs={LONG_EPOCHS}", long_run['change']
+    assert long_run['epochs'] == LONG_EPOCHS and len(long_run['valid_curve']) == LONG_EPOCHS, long_run
+    assert {k: long_run[k] for k in beyond.PARAMS if k != 'epochs'} == {k: chosen_row[k] for k in beyond.PARAMS if k != 'epochs'}
+    assert 'test_accuracy' in long_run and 'confusion_matrix' in long_run
+    assert {'limit': 300, 'val_size': 200}.items() <= results['command_params'].items(), results['command_params']
+    # the two models: seed 0 of the tutorial's settings and of the chosen setting, as those runs saved them
+    models = {}
+    for metrics in (out/'beyond').glob('*/metrics.json'):
+        params = json.loads(metrics.read_text())['params']
+        models[(params['lr'], params['batch_size'], params['seed'])] = (metrics.parent/'model.pt').read_bytes()
+    assert len(models) == 6, sorted(models)
+    assert (results_dir/'tutorial.pt').read_bytes() == models[(0.01, 100, 0)]
+    assert (results_dir/'better.pt').read_bytes() == models[(chosen_row['lr'], chosen_row['batch_size'], 0)]
+    [long_metrics] = (out/'beyond-long').glob('*/metrics.json')
+    assert json.loads(long_metrics.read_text())['params']['epochs'] == LONG_EPOCHS

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
+from fashion_nb.checkpoint import save_checkpoint
 from fashion_nb.core import write_json
-from fashion_nb.engine import save_checkpoint
 from fashion_nb.fast_network import FastNetwork
 
 

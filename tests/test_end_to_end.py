@@ -24,8 +24,10 @@ from papermill.exceptions import PapermillExecutionError
 import fashion_nb
 from fashion_nb.core import project_root
 from fashion_nb.cli import main
-from fashion_nb.run import END_TO_END, RunError, run_end_to_end, run_fingerprint, stale_reason
-from fashion_nb.engine import load_checkpoint
+from fashion_nb.fingerprint import run_fingerprint, stale_reason
+from fashion_nb.params import END_TO_END
+from fashion_nb.run import RunError, run_end_to_end
+from fashion_nb.checkpoint import load_checkpoint
 
 NOTEBOOK = project_root()/END_TO_END
 SMALL_RUN = {'epochs': 1, 'limit': 2000, 'seed': 1, 'device': 'cpu', 'quiet': True}
@@ -83,8 +85,8 @@ def test_checkpoint_and_executed_notebook(small_run):
 
 @pytest.mark.parametrize('name, value, message', [
     ('epochs', 0, 'epochs must be at least 1, got 0'),
-    ('lr', -0.1, 'lr must be a positive number'),
-    ('device', 'tpu', "unknown device 'tpu'"),
+    ('lr', -0.1, 'lr must be positive, got -0.1'),
+    ('device', 'tpu', "device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got 'tpu'"),
     ('data_dir', '/no/such/folder', "data_dir '/no/such/folder' is not a readable folder"),
 ])
 def test_bad_parameter_fails_in_the_first_cell_with_one_line(tmp_path, name, value, message):

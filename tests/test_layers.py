@@ -8,7 +8,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent/'fashion_nb'
 FOUNDATIONS = {'core', 'datafiles'}
 LESSONS = {'data', 'model', 'training', 'inference', 'confusion', 'beyond'}
-ENGINE = {'fast_network', 'engine', 'fused', 'run', 'grid', 'resume', 'sizing', 'worker', 'cluster', 'report', 'batch', 'cli', 'predict', 'tensorboard'}
+ENGINE = {'fast_network', 'engine', 'checkpoint', 'fused', 'params', 'fingerprint', 'run', 'grid', 'resume', 'sizing', 'worker', 'cluster', 'report', 'batch', 'cli', 'predict', 'tensorboard'}
 
 
 def package_imports(source: str) -> set[str]:
@@ -45,7 +45,13 @@ def test_a_foundation_imports_only_foundations(name):
 
 def test_the_engine_builds_on_the_lessons():
     assert {'model'} <= package_imports(modules()['fast_network'])
-    assert {'training', 'fast_network', 'model'} <= package_imports(modules()['engine'])
+    assert {'data'} <= package_imports(modules()['engine'])
+    assert {'engine', 'training', 'fast_network', 'model'} <= package_imports(modules()['checkpoint'])
+
+
+def test_the_engine_does_not_import_its_checkpoints():
+    "Checkpoints build on the engine's `fit`; the engine trains without knowing how its models are kept."
+    assert 'checkpoint' not in package_imports(modules()['engine'])
 
 
 def test_the_import_scan_sees_every_form():

@@ -176,7 +176,7 @@ def test_the_page_checks_find_each_kind_of_problem():
     nb = nbformat.v4.new_notebook()
     nb.cells = [code('#| default_exp demo'),
                 code('#| hide\nimport matplotlib.pyplot as plt\nfrom fashion_nb.core import project_root\n' + 'x' * 120),
-                code('#| export\nimport torch\nfrom fashion_nb.data import load_split\nfrom fashion_nb.run import check_params'),
+                code('#| export\nimport torch\nfrom fashion_nb.data import load_split\nfrom fashion_nb.run import run_end_to_end'),
                 code('%matplotlib inline\n!ls\nload_split?\nfor i, (a, *b) in enumerate([]): pass\n'
                      'def f(n, *args, k=1, **kw): return [m for m in range(n) if (w := m)] + [lambda q: q]\n'
                      'try: pass\nexcept ValueError as e: print(e)\nwith open(__file__) as fh: display(fh)'),

@@ -1,5 +1,6 @@
 """What a sweep reads, checked: the cgroup limits that size it (made-up v1 and v2 trees), metrics.json files that are not
-a run's (rerun, exit 0), and the test accuracy, which the tables show for the chosen setting alone."""
+a run's (rerun, exit 0), the test accuracy, which the tables show for the chosen setting alone, and its parameters, each
+planned run refused before any kernel starts when the table of parameters does not allow a value."""
 import json
 import math
 import os
@@ -219,3 +220,30 @@ def test_numbers_yaml_reads_as_text_are_numbers(tmp_path):
     (tmp_path/'sweep.yaml').write_text('lr: [1e-3, 3e-3]\nweight_decay: 5e-2\nseed: 0\n')
     runs, _ = planned_runs(parse_grid(yaml_file=tmp_path/'sweep.yaml'))
     assert sorted(r['lr'] for r in runs) == [0.001, 0.003] and {r['weight_decay'] for r in runs} == {0.05}
+
+
+def test_numbers_as_text_are_refused_by_the_table_itself():
+    "Only the YAML reader makes numbers of text, where the file is read: the table's check does not guess."
+    from fashion_nb.params import ParamError, check_values
+    with pytest.raises(ParamError, match=r"^lr must be a number, got '1e-3'$"):
+        check_values(lr='1e-3')
+    assert check_values(lr=1e-3) == {'lr': 0.001}
+
+
+@pytest.mark.parametrize('sweep, pairs, message', [
+    ('- {lr: 0.01}\n- {lr: -0.1}\n', [], 'setting 1: lr must be positive, got -0.1'),  # an ablation: which setting
+    ('lr: [0.01, -0.1]\n', [], 'lr must be positive, got -0.1'),  # one grid: plain
+    ('lr: 0.01\n', ['-p', 'epochs', '0'], 'epochs must be at least 1, got 0'),
+    ('dropout: "uniform:0.5:1"\n', ['--sample', '2'], 'dropout must be from 0 to below 1, got 1.0 (an end of the range uniform:0.5:1)'),
+])
+def test_a_bad_value_stops_the_batch_before_any_kernel_starts(tmp_path, monkeypatch, capsys, sweep, pairs, message):
+    "One line naming the setting, status 1, no batch folder, and no worker or kernel asked for."
+    from fashion_nb import batch, worker
+    from fashion_nb.cli import main
+    def started(*args, **kwargs): raise AssertionError('a worker or a kernel was started')
+    monkeypatch.setattr(batch, 'local_pool', started)
+    monkeypatch.setattr(worker, 'KeptKernel', started)
+    (tmp_path/'sweep.yaml').write_text(sweep)
+    assert main(['batch', '-f', str(tmp_path/'sweep.yaml'), *pairs, '--no-progress', '--out', str(tmp_path/'out')]) == 1
+    assert capsys.readouterr().err == f"fashion-nb: {message}\n"
+    assert not (tmp_path/'out').exists()

@@ -4,9 +4,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from fashion_nb.checkpoint import load_checkpoint, save_checkpoint
 from fashion_nb.core import CheckpointError, DeviceError, NonFiniteLossError
 from fashion_nb.data import CLASS_NAMES, load_split
-from fashion_nb.engine import fit, load_checkpoint, save_checkpoint
+from fashion_nb.engine import fit
 from fashion_nb.fast_network import FastNetwork
 from fashion_nb.model import Network
 from fashion_nb.training import seed_everything
