@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import functools
 import os
 import random
+import re
 import sys
 from collections.abc import Callable
 from concurrent.futures import Executor, as_completed
@@ -23,14 +25,14 @@ from .core import FashionNBError, clear_stale_temporaries
 from .grid import check_grid, expand_grids, merge_grids, sample_grid
 from .params import ParamError, callers_folder, check_values, declared_defaults
 from .report import write_conclusions, write_summary
-from .resume import failed_row, reason_to_run, run_row, skipped_row
+from .resume import failed_row, reason_to_run, run_folder, run_row, skipped_row
 from .run import RUN_OPTIONS
 from .sizing import default_workers, threads_per_run, worker_gpus
 from .worker import local_pool, run_one
 
 # %% auto #0
-__all__ = ['DEFAULT_VAL_SIZE', 'LOCK_FILE', 'BatchOptions', 'with_defaults', 'planned_runs', 'run_batch', 'BatchInterrupted',
-           'BatchBusy', 'batch_lock']
+__all__ = ['DEFAULT_VAL_SIZE', 'LOCK_FILE', 'DISK_ERRNOS', 'BatchOptions', 'with_defaults', 'planned_runs', 'run_batch',
+           'BatchInterrupted', 'BatchBusy', 'batch_lock', 'BatchStopped', 'disk_failure']
 
 # %% ../nbs/13_batch.ipynb #70052aae
 DEFAULT_VAL_SIZE = 10000  # training images a batch puts aside for validation unless its grid says otherwise
@@ -113,13 +115,18 @@ def run_batch(grid: dict[str, list] | list[dict[str, list]],  # parameter name t
                     if not options.force and reason_to_run(params, out, options.notebook) is None: collected.add(skipped_row(params, out))
                     else: pending.append(params)
                 if pending: _run_pending(pending, grid, out, options, collected)
+            write_summary(collected.rows, out/'summary.csv')
+            write_conclusions(collected.rows, out)
+        except _Unwritable as e: raise BatchStopped(_stopped_line(e, collected, len(runs), out)) from None
+        except OSError as e:  # this process's own files: the summary, the report, the figures
+            if e.errno not in DISK_ERRNOS: raise
+            refused = _Unwritable(e.filename or out, f"[Errno {e.errno}] {e.strerror}")
+            raise BatchStopped(_stopped_line(refused, collected, len(runs), out)) from None
         except KeyboardInterrupt:
             write_summary(collected.rows, out/'summary.csv')  # what finished is kept, and the same command resumes from it
             counts = collected.counts
             raise BatchInterrupted(f"interrupted: {counts['done'] + counts['skipped']} of {len(runs)} runs finished, "
                                    f"{counts['failed']} failed, in {out/'summary.csv'}; the same command runs the rest") from None
-        write_summary(collected.rows, out/'summary.csv')
-        write_conclusions(collected.rows, out)
     return sorted(collected.rows, key=lambda r: r['run'])
 
 class BatchInterrupted(FashionNBError):
@@ -212,3 +219,34 @@ def _run_pending(pending: list[dict], grid: dict, out: Path, options: BatchOptio
             try: row = runs.row(future.result())
             except Exception as e: row = failed_row(run_row(futures[future], out), e)  # its worker did not report: killed, or lost
             collected.add(row)
+            refused = disk_failure(row['reason'], out) if row['status'] == 'failed' else None
+            if refused: raise _Unwritable(run_folder(row), refused)  # the next runs would fail the same way: stop them
+
+# %% ../nbs/13_batch.ipynb #fa1b0981
+DISK_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, *([errno.EDQUOT] if hasattr(errno, 'EDQUOT') else [])}
+_ERRNO_TEXT = re.compile(r"\[Errno (\d+)\] ([^:'()\n]+)(?:: '([^']*)')?")  # as str(OSError) writes it
+
+class BatchStopped(FashionNBError):
+    "The batch could not write its files (no space, read-only, not allowed) and stopped; what finished is kept."
+
+class _Unwritable(Exception):
+    "Where a write was refused, and the system's words for why."
+    def __init__(self, path, cause: str): super().__init__(cause); self.path, self.cause = path, cause
+
+def disk_failure(reason: str | None,  # a failed run's reason, as its summary row gives it
+                 out: Path,  # the batch folder
+                ) -> str | None:
+    "`[Errno N] words` when a run failed because a write to the disk was refused; None for the run's own failures."
+    for found in _ERRNO_TEXT.finditer(reason or ''):
+        number, words, path = int(found[1]), found[2].strip(), found[3]
+        if number in (errno.EACCES, errno.EPERM) and not (path and Path(path).resolve().is_relative_to(out)): continue
+        if number in DISK_ERRNOS: return f"[Errno {number}] {words}"
+    return None
+
+def _stopped_line(refused: _Unwritable, collected: _Collected, total: int, out: Path) -> str:
+    "The batch's one line when the disk refused a write: what, why, what finished and where that is listed."
+    try: write_summary(collected.rows, out/'summary.csv'); kept = f"listed in {out/'summary.csv'}"
+    except OSError: kept = "and summary.csv could not be written either"
+    finished = collected.counts['done'] + collected.counts['skipped']
+    return (f"stopped: cannot write {refused.path} ({refused.cause}); {finished} of {total} runs finished, {kept}; "
+            "make room, or give another --out, and the same command runs the rest")

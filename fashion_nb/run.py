@@ -64,8 +64,18 @@ def _stopped(watch: _Watch, error: Exception, timeout: int | None, partial: Path
         reason = f"the run stopped after the kernel started: {_first_line(error)}"
     if watch.cell is not None:
         watch.cell.outputs.append(nbformat.v4.new_output('error', ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"]))
-    nbformat.write(watch.notebook, str(partial))
+    try: nbformat.write(watch.notebook, str(partial))
+    except OSError as e:  # a full or read-only disk: half a notebook is no record of the run
+        partial.unlink(missing_ok=True)
+        return f"{reason} (the executed notebook could not be written: [Errno {e.errno}] {e.strerror})"
     return f"{reason} (executed notebook: {executed})"
+
+def _refused_write(error: BaseException) -> OSError | None:
+    "The OSError with an error number behind `error` (itself, or what it was raised from), if any: a write the system refused."
+    while error is not None:
+        if isinstance(error, OSError) and error.errno: return error
+        error = error.__cause__ or error.__context__
+    return None
 
 def _first_line(error: BaseException) -> str:
     "`Name: first line of the message`, or the name alone."
@@ -115,6 +125,11 @@ def run_end_to_end(out_dir: Path | str,  # the folder for the executed notebook 
         except PapermillExecutionError as e:
             raise RunError(f"cell {e.exec_count} failed: {e.ename}: {e.evalue} (executed notebook: {executed})") from None
         except Exception as e:
+            refused = _refused_write(e) if watch.notebook is not None else None
+            if refused is not None:  # papermill could not write the notebook: what it wrote is truncated, not a record
+                for unfinished in (partial, out_dir/'metrics.json'): unfinished.unlink(missing_ok=True)  # nor does it look finished
+                raise RunError(f"cannot write the run's notebook in {out_dir}: [Errno {refused.errno}] {refused.strerror}: "
+                               f"'{refused.filename or partial}'") from None
             if watch.notebook is not None:  # the kernel had answered: its death, a timeout, are the run's; a new start would not help
                 raise RunError(_stopped(watch, e, timeout, partial, executed)) from None
             failure = e  # it never answered: a failure to start, tried again
