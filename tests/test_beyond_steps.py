@@ -96,11 +96,13 @@ def test_the_runs_check_can_fail():
     assert 'the runs come from another version of sweeps/beyond.yaml' in found, found
 
 
-# three settings in the form of sweeps/beyond.yaml (anchors, `<<: *parent`), two seeds each; `-p` below shrinks the data
-TINY_SWEEP = """- &tutorial {model: tutorial, epochs: 1, batch_size: 100, lr: 0.01, max_shift: 0, limit: 0,
+# three settings in the form of sweeps/beyond.yaml (anchors, `<<: *parent`), two seeds each; `-p` below shrinks the data.
+# Step 2 copies step 0, not the step before it: a parent taken as "the previous step" shows. Step 0's rate, 1e-4, learns
+# next to nothing in 15 batches of 20, 0.01 (step 1) much more, so step 1 is chosen: the chosen setting and step 0 differ.
+TINY_SWEEP = """- &tutorial {model: tutorial, epochs: 1, batch_size: 20, lr: 0.0001, max_shift: 0, limit: 0,
              val_size: 10000, threads: 2, quiet: true, seed: [0, 1]}
-- &adam_rate {<<: *tutorial, lr: 0.001}
-- {<<: *adam_rate, batch_size: 50}
+- {<<: *tutorial, lr: 0.01}
+- {<<: *tutorial, batch_size: 50}
 """
 LONG_EPOCHS = 2  # not the sweep's 1: the long run's epochs can only come from long_epochs
 
@@ -115,12 +117,14 @@ def test_the_script_on_a_tiny_sweep_writes_what_the_page_reads(tmp_path, real_da
     results = json.loads((results_dir/'runs.json').read_text())
     runs, long_run, chosen = results['runs'], results['long_run'], results['chosen_step']
     assert results['sweep'].endswith('tiny.yaml'), results['sweep']
-    assert [(r['step'], r['seed'], r['parent'], r['change']) for r in runs] == [
-        (0, 0, None, "the tutorial's settings"), (0, 1, None, "the tutorial's settings"),
-        (1, 0, 0, 'lr=0.001'), (1, 1, 0, 'lr=0.001'), (2, 0, 1, 'batch_size=50'), (2, 1, 1, 'batch_size=50')]
-    assert [(r['lr'], r['batch_size'], r['epochs']) for r in runs[::2]] == [(0.01, 100, 1), (0.001, 100, 1), (0.001, 50, 1)]
+    found = [(r['step'], r['seed'], r['parent'], r['change']) for r in runs]
+    assert found == [(0, 0, None, "the tutorial's settings"), (0, 1, None, "the tutorial's settings"),
+                     (1, 0, 0, 'lr=0.01'), (1, 1, 0, 'lr=0.01'),
+                     (2, 0, 0, 'batch_size=50'), (2, 1, 0, 'batch_size=50')], f"(step, seed, parent, change): {found}"
+    assert [(r['lr'], r['batch_size'], r['epochs']) for r in runs[::2]] == [(0.0001, 20, 1), (0.01, 20, 1), (0.0001, 50, 1)]
     means = {s: sum(r['val_accuracy'] for r in runs if r['step'] == s) / 2 for s in range(3)}
     assert means[chosen] == max(means.values()), f"chosen step {chosen}, mean validation accuracy by step {means}"
+    assert chosen == 1, f"step 1's rate should win here (mean validation accuracy by step {means}): else step 0 and the chosen are one"
     # the test split is read for the chosen setting only, and for the tutorial's settings the page compares it with
     tested = {(r['step'], r['seed']) for r in runs if 'test_accuracy' in r}
     assert tested == {(s, seed) for s in {0, chosen} for seed in (0, 1)}, f"chosen step {chosen}; test accuracy on {sorted(tested)}"
@@ -128,9 +132,11 @@ def test_the_script_on_a_tiny_sweep_writes_what_the_page_reads(tmp_path, real_da
     assert all(len(r['valid_curve']) == 1 and 0 < r['val_accuracy'] < 1 for r in runs)
     # the long run: the chosen setting, seed 0, long_epochs epochs, after the sweep's steps
     chosen_row = next(r for r in runs if r['step'] == chosen and r['seed'] == 0)
-    assert (long_run['step'], long_run['parent'], long_run['seed']) == (3, chosen, 0), long_run
+    where = (long_run['step'], long_run['parent'], long_run['seed'])
+    assert where == (3, chosen, 0), f"long run (step, parent, seed) {where}; chosen step {chosen}"
     assert long_run['change'] == f"the chosen setting, epochs={LONG_EPOCHS}", long_run['change']
-    assert long_run['epochs'] == LONG_EPOCHS and len(long_run['valid_curve']) == LONG_EPOCHS, long_run
+    assert long_run['epochs'] == LONG_EPOCHS and len(long_run['valid_curve']) == LONG_EPOCHS, \
+        f"long run: epochs {long_run['epochs']}, {len(long_run['valid_curve'])} validation points; long_epochs {LONG_EPOCHS}"
     assert {k: long_run[k] for k in beyond.PARAMS if k != 'epochs'} == {k: chosen_row[k] for k in beyond.PARAMS if k != 'epochs'}
     assert 'test_accuracy' in long_run and 'confusion_matrix' in long_run
     assert {'limit': 300, 'val_size': 200}.items() <= results['command_params'].items(), results['command_params']
@@ -140,7 +146,8 @@ def test_the_script_on_a_tiny_sweep_writes_what_the_page_reads(tmp_path, real_da
         params = json.loads(metrics.read_text())['params']
         models[(params['lr'], params['batch_size'], params['seed'])] = (metrics.parent/'model.pt').read_bytes()
     assert len(models) == 6, sorted(models)
-    assert (results_dir/'tutorial.pt').read_bytes() == models[(0.01, 100, 0)]
-    assert (results_dir/'better.pt').read_bytes() == models[(chosen_row['lr'], chosen_row['batch_size'], 0)]
+    assert (results_dir/'tutorial.pt').read_bytes() == models[(0.0001, 20, 0)], "tutorial.pt is not step 0's seed-0 model"
+    assert (results_dir/'better.pt').read_bytes() == models[(chosen_row['lr'], chosen_row['batch_size'], 0)], \
+        f"better.pt is not the seed-0 model of the chosen step {chosen}"
     [long_metrics] = (out/'beyond-long').glob('*/metrics.json')
     assert json.loads(long_metrics.read_text())['params']['epochs'] == LONG_EPOCHS
