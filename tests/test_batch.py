@@ -179,7 +179,8 @@ def test_failed_run_is_isolated_and_the_command_exits_nonzero(tmp_path, real_dat
 
 
 def test_timeout_stops_a_run_and_marks_it(tmp_path, real_data_available):
-    rows = run_batch({'limit': [0], 'epochs': [3], 'val_size': [0]}, tmp_path, workers=1, timeout=3, progress=False)
+    # 50 epochs of 60,000 images: a minute at the least on any machine this runs on, stopped after 3 s whatever its speed
+    rows = run_batch({'limit': [0], 'epochs': [50], 'val_size': [0]}, tmp_path, workers=1, timeout=3, progress=False)
     assert rows[0]['status'] == 'failed' and 'timeout of 3 s' in rows[0]['reason']
 
 
