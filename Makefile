@@ -3,7 +3,7 @@ SHELL := /bin/bash
 BIN := .venv/bin
 DEMO_OUT := runs/demo
 
-.PHONY: help setup demo pages beyond test test-slow lab export bench bench-batch bench-gpu docs tensorboard-screenshots
+.PHONY: help setup demo pages beyond test test-slow lab export bench bench-batch bench-gpu bench-profile docs tensorboard-screenshots
 
 help:
 	@echo "make demo   - train at the tutorial's settings on the real data (papermill) into $(DEMO_OUT)/"
@@ -14,6 +14,7 @@ help:
 	@echo "make docs   - the docs site with Quarto (nbdev-docs), else an HTML preview in _docs_preview/"
 	@echo "make bench  - time the tutorial's loop against fashion_nb's (11 seeds, ~12 minutes on 2 cores)"
 	@echo "make bench-batch - time 8 small runs with the papermill command against fashion-nb batch (~1 minute on 2 cores)"
+	@echo "make bench-profile - where an epoch of the better network's training goes: forward, backward, optimizer, scoring (~2 minutes)"
 	@echo "make bench-gpu - on a machine with a CUDA GPU: its tests, then training with CUDA graphs against eager steps (gpu.json)"
 	@echo "make tensorboard-screenshots - the TensorBoard page's two screenshots, from a real TensorBoard in headless Chromium (~1 minute)"
 	@echo "make export - notebooks -> fashion_nb/, clean notebook metadata, and the end-to-end notebook's copy in the package"
@@ -74,6 +75,9 @@ bench: setup
 
 bench-batch: setup
 	$(BIN)/python bench/batch.py
+
+bench-profile: setup
+	$(BIN)/python bench/better_profile.py
 
 # On a GPU: its tests, then graphed against eager training (bench/gpu.py, about a minute on an H200, three seeds: it must
 # fit a short lease of the machine). The older comparisons with the tutorial's loop run there by hand:
