@@ -200,6 +200,7 @@ def evaluate(model: nn.Module,
              split: FashionSplit,  # held-out images, never trained on
              loss_func=F.cross_entropy,  # (scores, labels) -> mean loss of the batch
              batch_size: int = 2000,  # images scored at once
+             autocast_dtype: torch.dtype | None = None,  # torch.bfloat16: score in mixed precision, as `fit` trains
             ) -> dict:
     "Mean loss and accuracy of `model` on `split`, without training it."
     model.eval()
@@ -207,7 +208,8 @@ def evaluate(model: nn.Module,
     sums = torch.zeros(2, device=device)  # summed loss, number correct
     with torch.inference_mode():
         for images, labels in split.to(device).batches(batch_size):
-            preds = model(images)
+            with torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+                preds = model(images).float()
             sums += torch.stack((loss_func(preds, labels) * len(labels), preds.argmax(dim=1).eq(labels).sum().float()))
     loss, correct = sums.tolist()
     return {'loss': loss / len(split), 'accuracy': correct / len(split), 'correct': int(correct), 'images': len(split)}
@@ -281,7 +283,7 @@ def fit(model: nn.Module,
             record = {'epoch': epoch, 'total_loss': stats['total_loss'], 'mean_loss': stats['total_loss'] / stats['batches'],
                       'correct': stats['correct'], 'accuracy': stats['correct'] / stats['images']}
             if held_out is not None:
-                scores = evaluate(model, held_out, loss_func)
+                scores = evaluate(model, held_out, loss_func, autocast_dtype=autocast_dtype)
                 record.update(valid_loss=scores['loss'], valid_accuracy=scores['accuracy'])
                 bar.set_postfix(loss=f"{record['mean_loss']:.3f}", acc=f"{record['accuracy']:.3f}",
                                 valid_acc=f"{scores['accuracy']:.3f}")
