@@ -3,7 +3,7 @@ SHELL := /bin/bash
 BIN := .venv/bin
 DEMO_OUT := runs/demo
 
-.PHONY: help setup demo pages beyond test test-slow lab export bench bench-batch bench-gpu bench-profile docs tensorboard-screenshots
+.PHONY: help setup demo pages beyond test test-slow lab export bench bench-batch bench-gpu bench-profile bench-accuracy faster docs tensorboard-screenshots
 
 help:
 	@echo "make demo   - train at the tutorial's settings on the real data (papermill) into $(DEMO_OUT)/"
@@ -14,6 +14,8 @@ help:
 	@echo "make docs   - the docs site with Quarto (nbdev-docs), else an HTML preview in _docs_preview/"
 	@echo "make bench  - time the tutorial's loop against fashion_nb's (11 seeds, ~12 minutes on 2 cores)"
 	@echo "make bench-batch - time 8 small runs with the papermill command against fashion-nb batch (~1 minute on 2 cores)"
+	@echo "make faster - the sweep of the 'Faster to 0.94' page (sweeps/faster.yaml, 4 settings x 3 seeds), its results and the page (~90 minutes on 2 cores)"
+	@echo "make bench-accuracy - time to accuracy: the tutorial's loop, 06's recipe and 07's (3 seeds), and 07's by the lesson's plain loop (~45 minutes on 2 cores)"
 	@echo "make bench-profile - where an epoch of the better network's training goes: forward, backward, optimizer, scoring (~2 minutes)"
 	@echo "make bench-gpu - on a machine with a CUDA GPU: its tests, then training with CUDA graphs against eager steps (gpu.json)"
 	@echo "make tensorboard-screenshots - the TensorBoard page's two screenshots, from a real TensorBoard in headless Chromium (~1 minute)"
@@ -75,6 +77,17 @@ bench: setup
 
 bench-batch: setup
 	$(BIN)/python bench/batch.py
+
+bench-accuracy: setup
+	$(BIN)/python bench/time_to_accuracy.py
+
+# The sweep of nbs/07_faster.ipynb through fashion-nb batch (finished runs in runs/faster/ are kept: run again after an
+# interruption and it runs only the rest), the results that page reads (nbs/results/faster/), then the page's outputs.
+faster: setup
+	$(BIN)/fashion-nb batch -f sweeps/faster.yaml --out runs/faster --workers 1 --no-progress
+	$(BIN)/python scripts/faster_results.py
+	$(BIN)/python scripts/refresh_pages.py nbs/07_faster.ipynb
+	$(BIN)/nbdev-clean --fname nbs/07_faster.ipynb
 
 bench-profile: setup
 	$(BIN)/python bench/better_profile.py

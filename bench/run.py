@@ -38,10 +38,11 @@ def measure(path: str, seed: int, device: str = 'cpu') -> dict:
 
 
 def machine(device: str = 'cpu') -> dict:
-    "What the numbers were measured on: the platform, the processor and, on a GPU, its name."
+    "What the numbers were measured on: the platform, the processor, its instruction set and, on a GPU, its name."
     import torch
     about = {'platform': platform.platform(), 'processor': platform.processor() or platform.machine(),
-             'cpus': os.cpu_count(), 'device': device}
+             'cpus': os.cpu_count(), 'device': device,
+             'cpu': torch.backends.cpu.get_cpu_capability()}  # AVX2, AVX512, ...: the kernels torch runs, and their rounding
     if torch.device(device).type == 'cuda': about['device_name'] = torch.cuda.get_device_name(device)
     return about
 

@@ -18,9 +18,9 @@ from .data import FashionSplit
 from .inference import get_all_preds
 
 # %% auto #0
-__all__ = ['RECIPE', 'CALIBRATION_BINS', 'conv_block', 'BetterNetwork', 'shift_and_flip', 'one_cycle', 'averaged_scores',
-           'split_scores', 'changed_settings', 'ablation_steps', 'effect', 'ablation_problems',
-           'expected_calibration_error', 'fit_temperature', 'calibration_bins']
+__all__ = ['ONE_PIXEL_MOVES', 'RECIPE', 'CALIBRATION_BINS', 'conv_block', 'BetterNetwork', 'shift_and_flip', 'one_cycle',
+           'averaged_scores', 'shifted', 'split_scores', 'changed_settings', 'ablation_steps', 'effect',
+           'ablation_problems', 'expected_calibration_error', 'fit_temperature', 'calibration_bins']
 
 # %% ../nbs/06_beyond.ipynb #5be03d8d
 def conv_block(c_in: int,  # channels coming in
@@ -81,15 +81,32 @@ def averaged_scores(*logits: torch.Tensor) -> torch.Tensor:
     "Log of the mean of the class probabilities that each of `logits` gives."
     return torch.stack([scores.softmax(dim=1) for scores in logits]).mean(dim=0).log()
 
+# (down, right): in place, up, down, left, right
+ONE_PIXEL_MOVES = ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))
+
+def shifted(images: torch.Tensor,  # (..., H, W) pictures, background 0
+            down: int, right: int,  # pixels to move them by; negative: up, left
+           ) -> torch.Tensor:
+    "The pictures moved, background filling the edge they leave; what passes the other is lost."
+    if not (down or right): return images
+    height, width = images.shape[-2:]
+    margin = max(abs(down), abs(right))
+    padded = F.pad(images, (margin,) * 4)
+    top, left = margin - down, margin - right
+    return padded[..., top:top + height, left:left + width]
+
 def split_scores(model: nn.Module,
                  split: FashionSplit,  # the pictures to score
                  flips: bool = False,  # also score each picture's mirror image
+                 shifts: bool = False,  # also moved a pixel each way (`ONE_PIXEL_MOVES`)
                 ) -> torch.Tensor:
-    "`model`'s scores for every picture of `split`; with `flips`, averaged with its mirror image's."
-    logits = get_all_preds(model, split)
-    if not flips: return logits
-    mirrored = FashionSplit(split.images.flip(-1), split.labels, split.name, split.classes)
-    return averaged_scores(logits, get_all_preds(model, mirrored))
+    "`model`'s scores for every picture of `split`; with `flips`, `shifts`: averaged over views."
+    moves = ONE_PIXEL_MOVES if shifts else ONE_PIXEL_MOVES[:1]
+    views = [shifted(split.images, *move) for move in moves]
+    if flips: views += [images.flip(-1) for images in views]
+    logits = [get_all_preds(model, FashionSplit(images, split.labels, split.name, split.classes))
+              for images in views]
+    return logits[0] if len(logits) == 1 else averaged_scores(*logits)
 
 # %% ../nbs/06_beyond.ipynb #b31a0e01
 RECIPE = ('model', 'epochs', 'batch_size', 'lr', 'schedule', 'weight_decay', 'precision', 'augment',

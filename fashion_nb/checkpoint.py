@@ -61,7 +61,9 @@ def network_of(hparams: dict):  # a checkpoint's settings, as `save_checkpoint` 
         raise CheckpointError(f"a checkpoint of model {name!r}, which this fashion_nb does not know "
                               f"({', '.join(NETWORKS)}); pass network= the class to build")
     if NETWORKS[name] is BetterNetwork:  # the settings it was built with; those it does not name keep their defaults
-        return partial(BetterNetwork, **{k: hparams[k] for k in ('batch_norm', 'dropout') if k in hparams})
+        named = {k: hparams[k] for k in ('batch_norm', 'dropout') if k in hparams}
+        if 'width' in hparams: named['widths'] = tuple(hparams['width'] * m for m in (1, 2, 4))
+        return partial(BetterNetwork, **named)
     return NETWORKS[name]
 
 def load_checkpoint(path: Path | str,

@@ -115,9 +115,12 @@ PARAMETERS = {p.name: p for p in (  # in the order of the notebook's parameters 
           low=0, high=13),  # a shift of 14 leaves none of a 28-pixel picture's middle
     Param('label_smoothing', float, 0.0, "cross-entropy's label smoothing", low=0, high=1, high_included=False),
     Param('flip_scores', bool, False, 'score each picture together with its mirror image'),
+    Param('shift_scores', bool, False, 'also score each picture moved one pixel up, down, left and right'),
     Param('precision', str, 'float32', 'or bfloat16: mixed precision while training, faster on some CPUs', choices=PRECISIONS),
     Param('batch_norm', bool, True, 'model better only: batch normalisation in every block'),
     Param('dropout', float, 0.3, 'model better only: dropout of the hidden layer, in [0, 1)', low=0, high=1, high_included=False),
+    Param('width', int, 32, 'model better only: filters of the first block, doubled in each of the next two',
+          low=1, high=512),  # 512 × 4 filters: far past what 28-pixel pictures need, and memory a laptop lacks
     Param('tensorboard', str, '', 'a folder for this run\'s TensorBoard files (needs tensorboard); "": none',
           words="a folder, or ''"),
 )}

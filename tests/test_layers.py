@@ -7,7 +7,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent/'fashion_nb'
 FOUNDATIONS = {'core', 'datafiles'}
-LESSONS = {'data', 'model', 'training', 'inference', 'confusion', 'beyond'}
+LESSONS = {'data', 'model', 'training', 'inference', 'confusion', 'beyond', 'faster'}
 ENGINE = {'fast_network', 'engine', 'checkpoint', 'fused', 'params', 'fingerprint', 'run', 'grid', 'resume', 'sizing', 'worker', 'cluster', 'report', 'batch', 'cli', 'predict', 'tensorboard'}
 
 

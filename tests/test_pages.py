@@ -17,7 +17,7 @@ from test_layers import ENGINE, package_imports  # the layers' one list of engin
 
 ROOT = project_root()
 NOTEBOOKS = sorted((ROOT/'nbs').glob('[!_]*.ipynb'))
-TUTORIAL = ['00_data', '01_model', '02_training', '03_inference', '04_confusion', '05_end_to_end', '06_beyond']
+TUTORIAL = ['00_data', '01_model', '02_training', '03_inference', '04_confusion', '05_end_to_end', '06_beyond', '07_faster']
 ENGINEERING = ENGINE | {'core'}  # what a tutorial page's first import cell must not import
 MAX_LINE = 100  # characters in a line of visible code
 SHOW_DOC_MARKUP = '{target="_blank"'  # what show_doc writes; Jupyter and GitHub show it as raw text
