@@ -233,8 +233,10 @@ def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if device.type == 'cuda' and not torch.cuda.is_bf16_supported():
         raise DeviceError(f"precision 'bfloat16' asked for, but {torch.cuda.get_device_name(device)} lacks it; use 'float32'")
     if device.type == 'cpu' and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        warnings.warn("this CPU has no bfloat16 instructions (AVX-512 BF16 or AMX): precision 'bfloat16' runs slower "
-                      "here than 'float32'", stacklevel=3)
+        # without the instructions oneDNN converts and computes in float32: the conversions are the cost
+        warnings.warn(f"this CPU has no bfloat16 instructions (AVX-512 BF16 or AMX; it has "
+                      f"{torch.backends.cpu.get_cpu_capability()}): precision 'bfloat16' is emulated here, several "
+                      "times slower than 'float32'; train with precision 'float32' on it", stacklevel=3)
     return torch.bfloat16
 
 def fit(model: nn.Module,
