@@ -12,8 +12,6 @@
 import argparse
 import datetime
 import json
-import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -28,7 +26,8 @@ import torch.nn.functional as F
 from torch import optim
 from torch.utils.data import DataLoader, TensorDataset
 
-from fashion_nb.beyond import BetterNetwork, one_cycle, shift_and_flip, split_scores
+from fashion_nb.beyond import one_cycle, shift_and_flip, split_scores
+from fashion_nb.checkpoint import network_of
 from fashion_nb.core import write_json
 from fashion_nb.data import holdout, load_split, to_float
 from fashion_nb.faster import RECIPE, recipe_command
@@ -37,6 +36,8 @@ from fashion_nb.training import fit as lesson_fit, seed_everything
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
+sys.path.insert(0, str(HERE))
+from run import machine  # noqa: E402
 
 
 def seed_loop(seed: int = 0) -> dict:
@@ -83,8 +84,7 @@ def plain_loop(seed: int = 0) -> dict:
     train, valid = holdout(train_all, r['val_size']) if r['val_size'] else (train_all, None)
     train = train.head(r['limit'])
     seed_everything(seed)
-    width = r.get('width', 32)
-    model = BetterNetwork(widths=(width, 2 * width, 4 * width))
+    model = network_of(r)()  # the network the recipe's run builds, from its settings
     loader = DataLoader(TensorDataset(to_float(train.images), train.labels), batch_size=r['batch_size'], shuffle=True)
     held_out = DataLoader(TensorDataset(to_float(valid.images), valid.labels), batch_size=1000) if valid else None
     optimizer = optim.AdamW(model.parameters(), lr=r['lr'], weight_decay=r['weight_decay'])
@@ -95,7 +95,7 @@ def plain_loop(seed: int = 0) -> dict:
     lesson_fit(r['epochs'], model, partial(F.cross_entropy, label_smoothing=r['label_smoothing']), optimizer,
                batches, held_out, scheduler=scheduler)
     seconds = time.perf_counter() - start
-    scores = split_scores(model, test, r['flip_scores'], r.get('shift_scores', False))
+    scores = split_scores(model, test, r['flip_scores'], r['shift_scores'])
     return {'seed': seed, 'train_seconds': seconds, 'test_accuracy': accuracy(scores, test.labels)}
 
 
@@ -123,9 +123,7 @@ def main(argv=None):
     seconds = [r['train_seconds'] for r in runs]
     result = {
         'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
-        'machine': {'platform': platform.platform(), 'processor': platform.processor() or platform.machine(),
-                    'cpus': os.cpu_count(), 'threads': threads, 'torch': torch.__version__,
-                    'cpu': torch.backends.cpu.get_cpu_capability()},
+        'machine': {**machine(), 'threads': threads, 'torch': torch.__version__},
         'seed_loop': tutorial,
         'beyond': beyond,
         'recipe': {'command': shlex.join(recipe_command(args.seeds[0])), 'params': RECIPE, 'runs': runs,
